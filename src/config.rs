@@ -1,0 +1,1048 @@
+//! Plugin configuration (SPEC §2), in two stages: a serde "raw" form that refuses unknown
+//! fields, then a fallible compile into the runtime form (parsed URLs, key sets, pre-rendered
+//! metadata and challenges). All expensive and fallible work happens here, once, in
+//! `on_configure`; none of it per request. Every error names the field path.
+
+use crate::alg::{Alg, AlgRejection, AlgSet};
+use crate::challenge::ResourceChallenge;
+use crate::keys::{JwkOutcome, KeySet};
+use crate::metadata;
+use crate::paths;
+use crate::url::{HttpUrl, UrlError};
+use serde::Deserialize;
+use serde_json::Value;
+use std::collections::BTreeMap;
+use std::fmt;
+
+pub const DEFAULT_CLOCK_SKEW: u64 = 60;
+pub const MAX_CLOCK_SKEW: u64 = 600;
+pub const DEFAULT_MAX_TOKEN_BYTES: usize = 8192;
+pub const MIN_MAX_TOKEN_BYTES: usize = 512;
+pub const MAX_MAX_TOKEN_BYTES: usize = 65536;
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawConfig {
+    pub resources: Vec<RawResource>,
+    pub issuers: Vec<RawIssuer>,
+    #[serde(default = "default_clock_skew")]
+    pub clock_skew_seconds: u64,
+    #[serde(default = "default_max_token_bytes")]
+    pub max_token_bytes: usize,
+    #[serde(default)]
+    pub forward_authorization: bool,
+    #[serde(default)]
+    pub claims_to_headers: BTreeMap<String, String>,
+}
+
+fn default_clock_skew() -> u64 {
+    DEFAULT_CLOCK_SKEW
+}
+
+fn default_max_token_bytes() -> usize {
+    DEFAULT_MAX_TOKEN_BYTES
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawResource {
+    pub resource: String,
+    pub authorization_servers: Vec<String>,
+    #[serde(default)]
+    pub scopes_supported: Vec<String>,
+    #[serde(default)]
+    pub required_scopes: Vec<String>,
+    #[serde(default)]
+    pub audiences: Vec<String>,
+    pub resource_name: Option<String>,
+    pub resource_documentation: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawIssuer {
+    pub issuer: String,
+    pub jwks: Option<Value>,
+    pub jwks_uri: Option<String>,
+    pub cluster: Option<String>,
+    pub algorithms: Option<Vec<String>>,
+}
+
+/// A configuration error: where (the field path) and what.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError {
+    pub path: String,
+    pub kind: ConfigErrorKind,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ConfigErrorKind {
+    /// Not JSON, an unknown field, a missing field or a wrong type (serde's words).
+    Syntax(String),
+    Url(UrlError),
+    ResourcePath(&'static str),
+    Empty,
+    Duplicate(String),
+    UnknownIssuer(String),
+    InvalidScope(String),
+    ForbiddenAlgorithm(String),
+    UnsupportedAlgorithm(String),
+    KeySource(&'static str),
+    Jwks(String),
+    InvalidKey(String),
+    OutOfRange {
+        min: u64,
+        max: u64,
+    },
+    InvalidHeaderName(String),
+    ReservedHeader(String),
+    InvalidText,
+}
+
+impl ConfigErrorKind {
+    /// A stable short code for logs and tooling.
+    pub fn code(&self) -> &'static str {
+        match self {
+            ConfigErrorKind::Syntax(_) => "syntax",
+            ConfigErrorKind::Url(_) => "invalid_url",
+            ConfigErrorKind::ResourcePath(_) => "resource_path",
+            ConfigErrorKind::Empty => "empty",
+            ConfigErrorKind::Duplicate(_) => "duplicate",
+            ConfigErrorKind::UnknownIssuer(_) => "unknown_issuer",
+            ConfigErrorKind::InvalidScope(_) => "invalid_scope",
+            ConfigErrorKind::ForbiddenAlgorithm(_) => "forbidden_algorithm",
+            ConfigErrorKind::UnsupportedAlgorithm(_) => "unsupported_algorithm",
+            ConfigErrorKind::KeySource(_) => "key_source",
+            ConfigErrorKind::Jwks(_) => "invalid_jwks",
+            ConfigErrorKind::InvalidKey(_) => "invalid_key",
+            ConfigErrorKind::OutOfRange { .. } => "out_of_range",
+            ConfigErrorKind::InvalidHeaderName(_) => "invalid_header_name",
+            ConfigErrorKind::ReservedHeader(_) => "reserved_header",
+            ConfigErrorKind::InvalidText => "invalid_text",
+        }
+    }
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: ", self.path)?;
+        match &self.kind {
+            ConfigErrorKind::Syntax(msg) => f.write_str(msg),
+            ConfigErrorKind::Url(e) => f.write_str(e.reason()),
+            ConfigErrorKind::ResourcePath(why) => f.write_str(why),
+            ConfigErrorKind::Empty => f.write_str("must not be empty"),
+            ConfigErrorKind::Duplicate(v) => write!(f, "duplicate value {v:?}"),
+            ConfigErrorKind::UnknownIssuer(v) => write!(
+                f,
+                "no issuer entry {v:?} (each authorization server must equal an issuers[].issuer byte for byte)"
+            ),
+            ConfigErrorKind::InvalidScope(v) => write!(
+                f,
+                "{v:?} is not a valid scope token (RFC 6749 §3.3: printable ASCII without space, '\"' or '\\')"
+            ),
+            ConfigErrorKind::ForbiddenAlgorithm(v) => write!(
+                f,
+                "algorithm {v:?} is never accepted (none and HMAC cannot be used with public keys)"
+            ),
+            ConfigErrorKind::UnsupportedAlgorithm(v) => write!(
+                f,
+                "algorithm {v:?} is not supported (RS256/384/512, PS256/384/512, ES256/384, EdDSA)"
+            ),
+            ConfigErrorKind::KeySource(why) => f.write_str(why),
+            ConfigErrorKind::Jwks(why) => write!(f, "JWK set {why}"),
+            ConfigErrorKind::InvalidKey(why) => f.write_str(why),
+            ConfigErrorKind::OutOfRange { min, max } => {
+                write!(f, "must be between {min} and {max}")
+            }
+            ConfigErrorKind::InvalidHeaderName(v) => {
+                write!(f, "{v:?} is not a valid HTTP header name")
+            }
+            ConfigErrorKind::ReservedHeader(v) => write!(
+                f,
+                "header {v:?} cannot carry claims (pseudo, hop-by-hop, credential or MCP protocol header)"
+            ),
+            ConfigErrorKind::InvalidText => {
+                f.write_str("must be non-empty text without control characters")
+            }
+        }
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+fn err(path: impl Into<String>, kind: ConfigErrorKind) -> ConfigError {
+    ConfigError {
+        path: path.into(),
+        kind,
+    }
+}
+
+/// Where an issuer's keys come from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum KeySource {
+    Inline(KeySet),
+    /// Fetched through an Envoy cluster, from `jwks_uri` or, when absent, from the URI that
+    /// RFC 8414 / OpenID Connect discovery on the issuer names.
+    Remote {
+        cluster: String,
+        jwks_uri: Option<HttpUrl>,
+    },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Issuer {
+    pub issuer: String,
+    pub algorithms: AlgSet,
+    pub keys: KeySource,
+}
+
+/// Index of an issuer in `Config::issuers`.
+pub type IssuerId = usize;
+
+/// One protected resource, compiled.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProtectedResource {
+    /// The canonical resource URI, verbatim.
+    pub resource: String,
+    pub url: HttpUrl,
+    /// The protected path prefix, without a trailing slash (`""` protects the whole host).
+    pub path_prefix: String,
+    pub metadata_path: String,
+    pub metadata_url: String,
+    /// The RFC 9728 document, rendered once.
+    pub metadata_body: String,
+    /// The issuers whose tokens this resource accepts.
+    pub issuers: Vec<IssuerId>,
+    /// `resource` first, then the extra `audiences`.
+    pub audiences: Vec<String>,
+    pub required_scopes: Vec<String>,
+    pub challenge: ResourceChallenge,
+}
+
+/// The compiled configuration.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Config {
+    pub resources: Vec<ProtectedResource>,
+    pub issuers: Vec<Issuer>,
+    pub clock_skew: u64,
+    pub max_token_bytes: usize,
+    pub forward_authorization: bool,
+    /// `(header, claim)`, header names lower-cased.
+    pub claim_headers: Vec<(String, String)>,
+    /// Things worth a log line that do not make the configuration invalid.
+    pub warnings: Vec<String>,
+}
+
+impl Config {
+    /// Parses and compiles the plugin configuration JSON.
+    pub fn from_json(text: &[u8]) -> Result<Config, ConfigError> {
+        let de = &mut serde_json::Deserializer::from_slice(text);
+        let raw: RawConfig = serde_path_to_error::deserialize(de).map_err(|e| {
+            let path = e.path().to_string();
+            let path = if path == "." {
+                "configuration".to_string()
+            } else {
+                path
+            };
+            err(path, ConfigErrorKind::Syntax(e.inner().to_string()))
+        })?;
+        Config::compile(raw)
+    }
+
+    pub fn compile(raw: RawConfig) -> Result<Config, ConfigError> {
+        let mut warnings = Vec::new();
+        if raw.clock_skew_seconds > MAX_CLOCK_SKEW {
+            return Err(err(
+                "clock_skew_seconds",
+                ConfigErrorKind::OutOfRange {
+                    min: 0,
+                    max: MAX_CLOCK_SKEW,
+                },
+            ));
+        }
+        if !(MIN_MAX_TOKEN_BYTES..=MAX_MAX_TOKEN_BYTES).contains(&raw.max_token_bytes) {
+            return Err(err(
+                "max_token_bytes",
+                ConfigErrorKind::OutOfRange {
+                    min: MIN_MAX_TOKEN_BYTES as u64,
+                    max: MAX_MAX_TOKEN_BYTES as u64,
+                },
+            ));
+        }
+        if raw.issuers.is_empty() {
+            return Err(err("issuers", ConfigErrorKind::Empty));
+        }
+        let mut issuers = Vec::with_capacity(raw.issuers.len());
+        for (i, raw_issuer) in raw.issuers.into_iter().enumerate() {
+            let path = format!("issuers[{i}]");
+            let issuer = compile_issuer(&path, raw_issuer, &mut warnings)?;
+            if issuers.iter().any(|o: &Issuer| o.issuer == issuer.issuer) {
+                return Err(err(
+                    format!("{path}.issuer"),
+                    ConfigErrorKind::Duplicate(issuer.issuer),
+                ));
+            }
+            issuers.push(issuer);
+        }
+        if raw.resources.is_empty() {
+            return Err(err("resources", ConfigErrorKind::Empty));
+        }
+        let mut resources: Vec<ProtectedResource> = Vec::with_capacity(raw.resources.len());
+        for (i, raw_resource) in raw.resources.into_iter().enumerate() {
+            let path = format!("resources[{i}]");
+            let resource = compile_resource(&path, raw_resource, &issuers)?;
+            let clash = resources.iter().any(|o| {
+                o.resource == resource.resource
+                    || (o.path_prefix == resource.path_prefix
+                        && o.url.host == resource.url.host
+                        && o.url.port == resource.url.port)
+            });
+            if clash {
+                return Err(err(
+                    format!("{path}.resource"),
+                    ConfigErrorKind::Duplicate(resource.resource),
+                ));
+            }
+            resources.push(resource);
+        }
+        for (id, issuer) in issuers.iter().enumerate() {
+            if !resources.iter().any(|r| r.issuers.contains(&id)) {
+                warnings.push(format!(
+                    "issuers[{id}]: {:?} is not named by any resource's authorization_servers",
+                    issuer.issuer
+                ));
+            }
+        }
+        let claim_headers = compile_claim_headers(raw.claims_to_headers)?;
+        Ok(Config {
+            resources,
+            issuers,
+            clock_skew: raw.clock_skew_seconds,
+            max_token_bytes: raw.max_token_bytes,
+            forward_authorization: raw.forward_authorization,
+            claim_headers,
+            warnings,
+        })
+    }
+
+    /// The resource protecting `path` (already normalized, no query). The longest prefix wins;
+    /// among resources sharing that path, the one whose host and port equal `authority`, else
+    /// the first configured (so the request is still challenged, never let through).
+    pub fn resource_for_path(&self, path: &str, authority: &str) -> Option<&ProtectedResource> {
+        let longest = self
+            .resources
+            .iter()
+            .filter(|r| paths::is_under(path, &r.path_prefix))
+            .map(|r| r.path_prefix.len())
+            .max()?;
+        pick_by_authority(
+            self.resources.iter().filter(|r| {
+                r.path_prefix.len() == longest && paths::is_under(path, &r.path_prefix)
+            }),
+            authority,
+            true,
+        )
+    }
+
+    /// What a request for a metadata path gets: the resource whose metadata path it is, or
+    /// for the root well-known path, the one resource it unambiguously means (SPEC §4).
+    /// `None` for a path that is not a metadata path; `Some(None)` for "metadata path, but
+    /// no document" (404).
+    pub fn metadata_for_path(
+        &self,
+        path: &str,
+        authority: &str,
+    ) -> Option<Option<&ProtectedResource>> {
+        if !path.starts_with(metadata::WELL_KNOWN) {
+            return None;
+        }
+        let exact = self.resources.iter().filter(|r| r.metadata_path == path);
+        if let Some(found) = pick_by_authority(exact, authority, true) {
+            return Some(Some(found));
+        }
+        if path != metadata::WELL_KNOWN {
+            return None;
+        }
+        if let [only] = self.resources.as_slice() {
+            return Some(Some(only));
+        }
+        Some(pick_by_authority(self.resources.iter(), authority, false))
+    }
+}
+
+/// Picks the resource whose URL names `authority`: if exactly one does, it; otherwise the
+/// first candidate when `fallback_first`, else none.
+fn pick_by_authority<'a>(
+    candidates: impl Iterator<Item = &'a ProtectedResource> + Clone,
+    authority: &str,
+    fallback_first: bool,
+) -> Option<&'a ProtectedResource> {
+    let mut matching = candidates
+        .clone()
+        .filter(|r| r.url.matches_authority(authority));
+    match (matching.next(), matching.next()) {
+        (Some(one), None) => Some(one),
+        _ if fallback_first => candidates.into_iter().next(),
+        _ => None,
+    }
+}
+
+fn is_plain_text(s: &str) -> bool {
+    !s.is_empty() && !s.chars().any(char::is_control)
+}
+
+/// RFC 6749 §3.3 scope-token: `1*( %x21 / %x23-5B / %x5D-7E )`.
+pub fn is_scope_token(s: &str) -> bool {
+    !s.is_empty()
+        && s.bytes()
+            .all(|b| b == 0x21 || (0x23..=0x5b).contains(&b) || (0x5d..=0x7e).contains(&b))
+}
+
+fn check_scopes(path: &str, scopes: &[String]) -> Result<(), ConfigError> {
+    for (i, scope) in scopes.iter().enumerate() {
+        if !is_scope_token(scope) {
+            return Err(err(
+                format!("{path}[{i}]"),
+                ConfigErrorKind::InvalidScope(scope.clone()),
+            ));
+        }
+        if scopes[..i].contains(scope) {
+            return Err(err(
+                format!("{path}[{i}]"),
+                ConfigErrorKind::Duplicate(scope.clone()),
+            ));
+        }
+    }
+    Ok(())
+}
+
+fn compile_resource(
+    path: &str,
+    raw: RawResource,
+    issuers: &[Issuer],
+) -> Result<ProtectedResource, ConfigError> {
+    let field = |name: &str| format!("{path}.{name}");
+    let url = HttpUrl::parse(&raw.resource)
+        .map_err(|e| err(field("resource"), ConfigErrorKind::Url(e)))?;
+    if url.query.is_some() {
+        return Err(err(
+            field("resource"),
+            ConfigErrorKind::ResourcePath("must not contain a query component"),
+        ));
+    }
+    if !url.path.is_empty() && !matches!(paths::normalize(&url.path), paths::Normalized::Plain(_)) {
+        return Err(err(
+            field("resource"),
+            ConfigErrorKind::ResourcePath(
+                "path must be normalized (no percent-escapes, '.', '..', '//' or '\\')",
+            ),
+        ));
+    }
+    if raw.authorization_servers.is_empty() {
+        return Err(err(field("authorization_servers"), ConfigErrorKind::Empty));
+    }
+    let mut accepted = Vec::with_capacity(raw.authorization_servers.len());
+    for (i, server) in raw.authorization_servers.iter().enumerate() {
+        let at = format!("{path}.authorization_servers[{i}]");
+        let id = issuers
+            .iter()
+            .position(|iss| &iss.issuer == server)
+            .ok_or_else(|| err(&at, ConfigErrorKind::UnknownIssuer(server.clone())))?;
+        if accepted.contains(&id) {
+            return Err(err(at, ConfigErrorKind::Duplicate(server.clone())));
+        }
+        accepted.push(id);
+    }
+    check_scopes(&field("scopes_supported"), &raw.scopes_supported)?;
+    check_scopes(&field("required_scopes"), &raw.required_scopes)?;
+    let mut audiences = vec![raw.resource.clone()];
+    for (i, aud) in raw.audiences.iter().enumerate() {
+        if !is_plain_text(aud) {
+            return Err(err(
+                format!("{path}.audiences[{i}]"),
+                ConfigErrorKind::InvalidText,
+            ));
+        }
+        audiences.push(aud.clone());
+    }
+    if let Some(name) = &raw.resource_name {
+        if !is_plain_text(name) {
+            return Err(err(field("resource_name"), ConfigErrorKind::InvalidText));
+        }
+    }
+    if let Some(doc) = &raw.resource_documentation {
+        HttpUrl::parse(doc)
+            .map_err(|e| err(field("resource_documentation"), ConfigErrorKind::Url(e)))?;
+    }
+    let metadata_url = metadata::metadata_url(&url);
+    let metadata_body = metadata::render_document(
+        &raw.resource,
+        &raw.authorization_servers,
+        &raw.scopes_supported,
+        raw.resource_name.as_deref(),
+        raw.resource_documentation.as_deref(),
+    );
+    let challenge = ResourceChallenge::new(&metadata_url, &raw.required_scopes);
+    Ok(ProtectedResource {
+        path_prefix: url.path.trim_end_matches('/').to_string(),
+        metadata_path: metadata::metadata_path(&url),
+        metadata_url,
+        metadata_body,
+        issuers: accepted,
+        audiences,
+        required_scopes: raw.required_scopes,
+        challenge,
+        resource: raw.resource,
+        url,
+    })
+}
+
+fn compile_issuer(
+    path: &str,
+    raw: RawIssuer,
+    warnings: &mut Vec<String>,
+) -> Result<Issuer, ConfigError> {
+    if !is_plain_text(&raw.issuer) {
+        return Err(err(format!("{path}.issuer"), ConfigErrorKind::InvalidText));
+    }
+    let algorithms = match &raw.algorithms {
+        None => AlgSet::all(),
+        Some(list) if list.is_empty() => {
+            return Err(err(format!("{path}.algorithms"), ConfigErrorKind::Empty))
+        }
+        Some(list) => {
+            let mut set = AlgSet::empty();
+            for (i, name) in list.iter().enumerate() {
+                let at = format!("{path}.algorithms[{i}]");
+                match Alg::parse(name) {
+                    Ok(alg) => set.insert(alg),
+                    Err(AlgRejection::Forbidden) => {
+                        return Err(err(at, ConfigErrorKind::ForbiddenAlgorithm(name.clone())))
+                    }
+                    Err(AlgRejection::Unsupported) => {
+                        return Err(err(at, ConfigErrorKind::UnsupportedAlgorithm(name.clone())))
+                    }
+                }
+            }
+            set
+        }
+    };
+    let keys = match (raw.jwks, raw.jwks_uri, raw.cluster) {
+        (Some(jwks), None, None) => {
+            KeySource::Inline(compile_inline_jwks(path, &jwks, algorithms, warnings)?)
+        }
+        (None, jwks_uri, Some(cluster)) => {
+            if !is_plain_text(&cluster) {
+                return Err(err(format!("{path}.cluster"), ConfigErrorKind::InvalidText));
+            }
+            let jwks_uri = match jwks_uri {
+                Some(uri) => Some(
+                    HttpUrl::parse(&uri)
+                        .map_err(|e| err(format!("{path}.jwks_uri"), ConfigErrorKind::Url(e)))?,
+                ),
+                None => {
+                    HttpUrl::parse(&raw.issuer)
+                        .map_err(|e| err(format!("{path}.issuer"), ConfigErrorKind::Url(e)))?;
+                    None
+                }
+            };
+            KeySource::Remote { cluster, jwks_uri }
+        }
+        (None, Some(_), None) => {
+            return Err(err(
+                format!("{path}.cluster"),
+                ConfigErrorKind::KeySource("jwks_uri needs the Envoy cluster to fetch it through"),
+            ))
+        }
+        (None, None, None) => {
+            return Err(err(
+                path,
+                ConfigErrorKind::KeySource(
+                    "no key source: give jwks, or jwks_uri and cluster, or cluster alone",
+                ),
+            ))
+        }
+        (Some(_), _, _) => {
+            return Err(err(
+                format!("{path}.jwks"),
+                ConfigErrorKind::KeySource("give either inline jwks or jwks_uri/cluster, not both"),
+            ))
+        }
+    };
+    Ok(Issuer {
+        issuer: raw.issuer,
+        algorithms,
+        keys,
+    })
+}
+
+fn compile_inline_jwks(
+    path: &str,
+    jwks: &Value,
+    algorithms: AlgSet,
+    warnings: &mut Vec<String>,
+) -> Result<KeySet, ConfigError> {
+    let at = format!("{path}.jwks");
+    let (set, unused) =
+        KeySet::from_jwks(jwks).map_err(|e| err(&at, ConfigErrorKind::Jwks(e.to_string())))?;
+    for (i, outcome) in unused {
+        match outcome {
+            JwkOutcome::Invalid { member, reason } => {
+                return Err(err(
+                    format!("{at}.keys[{i}].{member}"),
+                    ConfigErrorKind::InvalidKey(reason),
+                ))
+            }
+            JwkOutcome::Skipped(why) => warnings.push(format!("{at}.keys[{i}]: skipped: {why}")),
+            JwkOutcome::Usable(_) => {}
+        }
+    }
+    let usable = set
+        .keys()
+        .iter()
+        .any(|k| algorithms.iter().any(|a| k.accepts(a)));
+    if !usable {
+        return Err(err(
+            &at,
+            ConfigErrorKind::Jwks("has no key usable with the allowed algorithms".into()),
+        ));
+    }
+    Ok(set)
+}
+
+/// Headers a claim may never be written into.
+const RESERVED_HEADERS: &[&str] = &[
+    "authorization",
+    "proxy-authorization",
+    "host",
+    "cookie",
+    "content-length",
+    "content-type",
+    "content-encoding",
+    "transfer-encoding",
+    "connection",
+    "keep-alive",
+    "proxy-connection",
+    "te",
+    "trailer",
+    "upgrade",
+    "mcp-session-id",
+    "mcp-protocol-version",
+    "mcp-method",
+    "mcp-name",
+    "last-event-id",
+];
+
+fn is_tchar(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
+}
+
+fn compile_claim_headers(
+    raw: BTreeMap<String, String>,
+) -> Result<Vec<(String, String)>, ConfigError> {
+    let mut out: Vec<(String, String)> = Vec::with_capacity(raw.len());
+    for (header, claim) in raw {
+        let at = format!("claims_to_headers.{header}");
+        if header.is_empty() || !header.bytes().all(is_tchar) {
+            return Err(err(at, ConfigErrorKind::InvalidHeaderName(header)));
+        }
+        let lower = header.to_ascii_lowercase();
+        if RESERVED_HEADERS.contains(&lower.as_str()) || lower.starts_with("x-envoy-") {
+            return Err(err(at, ConfigErrorKind::ReservedHeader(header)));
+        }
+        if out.iter().any(|(h, _)| *h == lower) {
+            return Err(err(at, ConfigErrorKind::Duplicate(lower)));
+        }
+        if !is_plain_text(&claim) {
+            return Err(err(at, ConfigErrorKind::InvalidText));
+        }
+        out.push((lower, claim));
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+    use crate::keys::tests::fixture;
+    use serde_json::json;
+
+    /// A valid configuration with two resources on different hosts, as JSON.
+    pub fn base_json() -> Value {
+        json!({
+            "resources": [
+                {
+                    "resource": "https://mcp.example.com/mcp",
+                    "authorization_servers": ["https://auth.example.com"],
+                    "scopes_supported": ["mcp:read", "mcp:write"],
+                    "required_scopes": ["mcp:read"],
+                    "resource_name": "Example MCP"
+                },
+                {
+                    "resource": "https://other.example.com/tools",
+                    "authorization_servers": ["https://auth.example.com", "https://second.example.com/tenant"]
+                }
+            ],
+            "issuers": [
+                { "issuer": "https://auth.example.com", "jwks": fixture("jwks.json") },
+                { "issuer": "https://second.example.com/tenant", "jwks": {"keys": [fixture("ec-p256.jwk.json")]},
+                  "algorithms": ["ES256"] }
+            ],
+            "claims_to_headers": { "X-MCP-Subject": "sub" }
+        })
+    }
+
+    pub fn compile(value: &Value) -> Result<Config, ConfigError> {
+        Config::from_json(value.to_string().as_bytes())
+    }
+
+    pub fn base() -> Config {
+        compile(&base_json()).unwrap()
+    }
+
+    fn error_of(value: Value) -> (String, &'static str) {
+        let e = compile(&value).unwrap_err();
+        (e.path.clone(), e.kind.code())
+    }
+
+    /// `value` with the member or element at `pointer` set (created if missing).
+    fn with(mut value: Value, pointer: &str, new: Value) -> Value {
+        let (parent, last) = pointer.rsplit_once('/').unwrap();
+        match value.pointer_mut(parent).unwrap() {
+            Value::Array(items) => items[last.parse::<usize>().unwrap()] = new,
+            Value::Object(map) => {
+                map.insert(last.to_string(), new);
+            }
+            other => panic!("cannot set {pointer} in {other}"),
+        }
+        value
+    }
+
+    #[test]
+    fn compiles_the_example_with_documented_defaults() {
+        let c = base();
+        assert_eq!(c.clock_skew, 60);
+        assert_eq!(c.max_token_bytes, 8192);
+        assert!(!c.forward_authorization);
+        assert_eq!(
+            c.claim_headers,
+            vec![("x-mcp-subject".to_string(), "sub".to_string())]
+        );
+        let r = &c.resources[0];
+        assert_eq!(r.path_prefix, "/mcp");
+        assert_eq!(r.metadata_path, "/.well-known/oauth-protected-resource/mcp");
+        assert_eq!(
+            r.metadata_url,
+            "https://mcp.example.com/.well-known/oauth-protected-resource/mcp"
+        );
+        assert_eq!(r.audiences, vec!["https://mcp.example.com/mcp"]);
+        assert_eq!(c.resources[1].issuers, vec![0, 1]);
+        assert!(c.issuers[1].algorithms.contains(Alg::Es256));
+        assert!(!c.issuers[1].algorithms.contains(Alg::Rs256));
+        assert!(c.warnings.is_empty(), "{:?}", c.warnings);
+    }
+
+    #[test]
+    fn rejects_unknown_fields_with_their_path() {
+        let mut top = base_json();
+        top["extra"] = json!(1);
+        assert_eq!(error_of(top), ("extra".into(), "syntax"));
+        let nested = with(base_json(), "/resources/0/scope", json!("x"));
+        assert_eq!(error_of(nested).0, "resources[0].scope");
+        let mut issuer = base_json();
+        issuer["issuers"][0]["audience"] = json!("x");
+        assert_eq!(error_of(issuer).0, "issuers[0].audience");
+    }
+
+    #[test]
+    fn rejects_wrong_types_and_missing_fields() {
+        assert_eq!(
+            error_of(with(base_json(), "/clock_skew_seconds", json!(-1))).1,
+            "syntax"
+        );
+        assert_eq!(
+            error_of(with(base_json(), "/forward_authorization", json!("yes"))).1,
+            "syntax"
+        );
+        let mut missing = base_json();
+        missing["resources"][0]
+            .as_object_mut()
+            .unwrap()
+            .remove("resource");
+        let e = compile(&missing).unwrap_err();
+        assert_eq!(e.path, "resources[0]");
+        assert!(e.to_string().contains("missing field `resource`"), "{e}");
+        assert_eq!(
+            Config::from_json(b"not json").unwrap_err().kind.code(),
+            "syntax"
+        );
+    }
+
+    #[test]
+    fn each_authorization_server_must_name_a_configured_issuer() {
+        let e = compile(&with(
+            base_json(),
+            "/resources/1/authorization_servers/1",
+            json!("https://second.example.com/tenant/"),
+        ))
+        .unwrap_err();
+        assert_eq!(e.path, "resources[1].authorization_servers[1]");
+        assert_eq!(e.kind.code(), "unknown_issuer");
+        assert!(e
+            .to_string()
+            .contains("no issuer entry \"https://second.example.com/tenant/\""));
+        assert_eq!(
+            error_of(with(
+                base_json(),
+                "/resources/0/authorization_servers",
+                json!([])
+            )),
+            ("resources[0].authorization_servers".into(), "empty")
+        );
+    }
+
+    #[test]
+    fn validates_resource_urls() {
+        let cases = [
+            ("mcp.example.com/mcp", "invalid_url"),
+            ("https://mcp.example.com/mcp#x", "invalid_url"),
+            ("https://mcp.example.com/mcp?x=1", "resource_path"),
+            ("https://mcp.example.com/a/../mcp", "resource_path"),
+            ("https://mcp.example.com/%6Dcp", "resource_path"),
+        ];
+        for (url, code) in cases {
+            let e = compile(&with(base_json(), "/resources/0/resource", json!(url))).unwrap_err();
+            assert_eq!(
+                (e.path.as_str(), e.kind.code()),
+                ("resources[0].resource", code),
+                "{url}"
+            );
+        }
+        assert_eq!(
+            error_of(with(base_json(), "/resources", json!([]))),
+            ("resources".into(), "empty")
+        );
+        let same = with(
+            base_json(),
+            "/resources/1/resource",
+            json!("https://mcp.example.com/mcp/"),
+        );
+        assert_eq!(
+            error_of(same),
+            ("resources[1].resource".into(), "duplicate")
+        );
+    }
+
+    #[test]
+    fn validates_scopes_as_rfc6749_tokens() {
+        for bad in ["", "a b", "a\"b", "a\\b", "é"] {
+            let e = compile(&with(
+                base_json(),
+                "/resources/0/required_scopes/0",
+                json!(bad),
+            ))
+            .unwrap_err();
+            assert_eq!(
+                (e.path.as_str(), e.kind.code()),
+                ("resources[0].required_scopes[0]", "invalid_scope")
+            );
+        }
+        let dup = with(
+            base_json(),
+            "/resources/0/scopes_supported/1",
+            json!("mcp:read"),
+        );
+        assert_eq!(
+            error_of(dup),
+            ("resources[0].scopes_supported[1]".into(), "duplicate")
+        );
+    }
+
+    #[test]
+    fn refuses_none_hmac_and_unknown_algorithms() {
+        let cases = [
+            ("HS256", "forbidden_algorithm"),
+            ("none", "forbidden_algorithm"),
+            ("ES512", "unsupported_algorithm"),
+        ];
+        for (alg, code) in cases {
+            let e = compile(&with(base_json(), "/issuers/1/algorithms/0", json!(alg))).unwrap_err();
+            assert_eq!(
+                (e.path.as_str(), e.kind.code()),
+                ("issuers[1].algorithms[0]", code)
+            );
+        }
+        assert_eq!(
+            error_of(with(base_json(), "/issuers/1/algorithms", json!([]))),
+            ("issuers[1].algorithms".into(), "empty")
+        );
+        // The only key is EC P-256: allowing just RS256 leaves nothing usable.
+        assert_eq!(
+            error_of(with(base_json(), "/issuers/1/algorithms", json!(["RS256"]))),
+            ("issuers[1].jwks".into(), "invalid_jwks")
+        );
+    }
+
+    #[test]
+    fn needs_exactly_one_key_source() {
+        let issuer = |extra: Value| {
+            let mut v = base_json();
+            let mut entry = json!({"issuer": "https://auth.example.com"});
+            for (k, val) in extra.as_object().unwrap() {
+                entry[k] = val.clone();
+            }
+            v["issuers"][0] = entry;
+            v
+        };
+        assert_eq!(
+            error_of(issuer(json!({}))),
+            ("issuers[0]".into(), "key_source")
+        );
+        assert_eq!(
+            error_of(issuer(json!({"jwks_uri": "https://auth.example.com/jwks"}))),
+            ("issuers[0].cluster".into(), "key_source")
+        );
+        assert_eq!(
+            error_of(issuer(
+                json!({"jwks": fixture("jwks.json"), "cluster": "auth"})
+            )),
+            ("issuers[0].jwks".into(), "key_source")
+        );
+        let remote = compile(&issuer(
+            json!({"jwks_uri": "https://auth.example.com/jwks", "cluster": "auth"}),
+        ))
+        .unwrap();
+        assert!(
+            matches!(&remote.issuers[0].keys, KeySource::Remote { cluster, jwks_uri: Some(_) } if cluster == "auth")
+        );
+        let discovered = compile(&issuer(json!({"cluster": "auth"}))).unwrap();
+        assert!(matches!(
+            &discovered.issuers[0].keys,
+            KeySource::Remote { jwks_uri: None, .. }
+        ));
+    }
+
+    #[test]
+    fn inline_keys_must_be_valid_and_unsupported_ones_are_skipped_with_a_warning() {
+        let mut broken = fixture("rsa-a.jwk.json");
+        broken["n"] = json!("%%%");
+        let e = compile(&with(base_json(), "/issuers/0/jwks/keys/1", broken)).unwrap_err();
+        assert_eq!(
+            (e.path.as_str(), e.kind.code()),
+            ("issuers[0].jwks.keys[1].n", "invalid_key")
+        );
+        let c = compile(&with(
+            base_json(),
+            "/issuers/0/jwks/keys/1",
+            json!({"kty": "oct", "k": "AA"}),
+        ))
+        .unwrap();
+        assert_eq!(c.warnings.len(), 1);
+        assert!(
+            c.warnings[0].starts_with("issuers[0].jwks.keys[1]: skipped"),
+            "{:?}",
+            c.warnings
+        );
+        assert_eq!(
+            error_of(with(base_json(), "/issuers/0/jwks", json!({"keys": []}))),
+            ("issuers[0].jwks".into(), "invalid_jwks")
+        );
+        assert_eq!(
+            error_of(with(base_json(), "/issuers/0/jwks", json!([]))),
+            ("issuers[0].jwks".into(), "invalid_jwks")
+        );
+    }
+
+    #[test]
+    fn bounds_numeric_settings() {
+        assert_eq!(
+            error_of(with(base_json(), "/clock_skew_seconds", json!(601))).1,
+            "out_of_range"
+        );
+        let mut v = base_json();
+        v["max_token_bytes"] = json!(10);
+        assert_eq!(error_of(v), ("max_token_bytes".into(), "out_of_range"));
+    }
+
+    #[test]
+    fn claim_headers_must_be_valid_unreserved_names() {
+        let cases = [
+            (json!({"bad name": "sub"}), "invalid_header_name"),
+            (json!({":path": "sub"}), "invalid_header_name"),
+            (json!({"Authorization": "sub"}), "reserved_header"),
+            (json!({"mcp-session-id": "sub"}), "reserved_header"),
+            (json!({"x-envoy-original-path": "sub"}), "reserved_header"),
+            (json!({"x-a": "sub", "X-A": "iss"}), "duplicate"),
+            (json!({"x-a": ""}), "invalid_text"),
+        ];
+        for (map, code) in cases {
+            let mut v = base_json();
+            v["claims_to_headers"] = map.clone();
+            assert_eq!(error_of(v).1, code, "{map}");
+        }
+    }
+
+    #[test]
+    fn matches_paths_to_resources_by_longest_prefix_then_authority() {
+        let mut v = base_json();
+        v["resources"][1]["resource"] = json!("https://other.example.com/mcp");
+        v["resources"].as_array_mut().unwrap().push(json!({
+            "resource": "https://mcp.example.com/mcp/admin",
+            "authorization_servers": ["https://auth.example.com"]
+        }));
+        let c = compile(&v).unwrap();
+        let pick = |path, authority| {
+            c.resource_for_path(path, authority)
+                .map(|r| r.resource.as_str())
+        };
+        assert_eq!(
+            pick("/mcp", "mcp.example.com"),
+            Some("https://mcp.example.com/mcp")
+        );
+        assert_eq!(
+            pick("/mcp/x", "other.example.com"),
+            Some("https://other.example.com/mcp")
+        );
+        assert_eq!(
+            pick("/mcp", "unknown.example.com"),
+            Some("https://mcp.example.com/mcp")
+        );
+        assert_eq!(
+            pick("/mcp/admin/x", "other.example.com"),
+            Some("https://mcp.example.com/mcp/admin")
+        );
+        assert_eq!(pick("/mcpx", "mcp.example.com"), None);
+    }
+
+    #[test]
+    fn answers_the_root_metadata_path_only_when_unambiguous() {
+        let c = base();
+        let doc = |path, authority| {
+            c.metadata_for_path(path, authority)
+                .map(|found| found.map(|r| r.resource.as_str()))
+        };
+        let root = "/.well-known/oauth-protected-resource";
+        assert_eq!(
+            doc(root, "mcp.example.com"),
+            Some(Some("https://mcp.example.com/mcp"))
+        );
+        assert_eq!(
+            doc(root, "other.example.com:443"),
+            Some(Some("https://other.example.com/tools"))
+        );
+        assert_eq!(doc(root, "127.0.0.1:8000"), Some(None));
+        assert_eq!(
+            doc("/.well-known/oauth-protected-resource/tools", "x"),
+            Some(Some("https://other.example.com/tools"))
+        );
+        assert_eq!(doc("/.well-known/oauth-protected-resource/nope", "x"), None);
+        assert_eq!(doc("/mcp", "x"), None);
+        let mut single = base_json();
+        single["resources"].as_array_mut().unwrap().pop();
+        let single = compile(&single).unwrap();
+        assert!(matches!(
+            single.metadata_for_path(root, "anything"),
+            Some(Some(_))
+        ));
+    }
+}

@@ -1,0 +1,584 @@
+//! The one seam per request: a view of the request in, a decision out (SPEC §3-§6). The glue
+//! gathers the view, calls [`decide`], and applies the result; nothing here calls the host.
+
+use crate::challenge::{error_body, ErrorCode, MISSING_DESCRIPTION};
+use crate::config::{Config, IssuerId, ProtectedResource};
+use crate::cors;
+use crate::extract::{self, Credential};
+use crate::paths::{self, Normalized};
+use crate::scopes;
+use crate::verify::{self, AuthError, KeyStore, VerifiedToken};
+use serde_json::Value;
+use std::borrow::Cow;
+
+/// What the filter needs to know about a request.
+#[derive(Debug, Clone, Default)]
+pub struct Request<'a> {
+    pub method: &'a str,
+    /// `:path`, query string included.
+    pub path: &'a str,
+    pub authority: &'a str,
+    /// Every `Authorization` value the request carries.
+    pub authorization: Vec<&'a str>,
+    pub origin: Option<&'a str>,
+    pub access_control_request_method: Option<&'a str>,
+}
+
+/// A response the filter makes itself.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Response<'c> {
+    pub status: u16,
+    pub headers: Vec<(&'static str, Cow<'c, str>)>,
+    pub body: Cow<'c, str>,
+    pub outcome: Outcome,
+}
+
+/// Forward to the upstream, with these header edits.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Allow<'c> {
+    pub resource: &'c ProtectedResource,
+    /// Remove `Authorization` (unless `forward_authorization`).
+    pub strip_authorization: bool,
+    /// Claim headers to set (after every configured claim header was removed).
+    pub set_headers: Vec<(&'c str, String)>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Decision<'c> {
+    /// Not a path of ours: forward (client copies of claim headers are still removed).
+    PassThrough,
+    Allow(Allow<'c>),
+    Respond(Response<'c>),
+    /// The issuer's keys are not loaded yet: hold the request and decide again later.
+    WaitForKeys(IssuerId),
+}
+
+/// What happened, for counters and logs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    MetadataServed,
+    MetadataNotFound,
+    MethodNotAllowed,
+    Preflight,
+    /// Denied, with the reason's stable code.
+    Denied(&'static str),
+}
+
+impl Outcome {
+    /// The counter this outcome increments (SPEC §8), without the `mcp_oauth_` prefix.
+    pub fn metric(&self) -> Cow<'static, str> {
+        match self {
+            Outcome::MetadataServed => "metadata_served".into(),
+            Outcome::MetadataNotFound => "metadata_not_found".into(),
+            Outcome::MethodNotAllowed => "method_not_allowed".into(),
+            Outcome::Preflight => "preflight_answered".into(),
+            Outcome::Denied(code) => format!("requests_denied_{code}").into(),
+        }
+    }
+}
+
+pub const ALLOWED_METRIC: &str = "requests_allowed";
+
+/// Decides what to do with a request at `now` (seconds since the epoch).
+pub fn decide<'c>(
+    config: &'c Config,
+    keys: &dyn KeyStore,
+    req: &Request<'_>,
+    now: u64,
+) -> Decision<'c> {
+    let (raw_path, query) = paths::split_query(req.path);
+    let normalized = paths::normalize(raw_path);
+    let ambiguous = matches!(normalized, Normalized::Ambiguous(_));
+    let preflight = cors::is_preflight(req.method, req.origin, req.access_control_request_method);
+
+    if !ambiguous {
+        if let Some(found) = config.metadata_for_path(normalized.as_str(), req.authority) {
+            return Decision::Respond(metadata_response(found, req, preflight));
+        }
+    }
+    // Fail closed: a path that is protected read either way is protected.
+    let resource = config
+        .resource_for_path(normalized.as_str(), req.authority)
+        .or_else(|| match normalized {
+            Normalized::Plain(_) => None,
+            _ => config.resource_for_path(raw_path, req.authority),
+        });
+    let Some(resource) = resource else {
+        return Decision::PassThrough;
+    };
+    if preflight {
+        return Decision::Respond(preflight_response());
+    }
+    let deny = |code, reason, description: &str| {
+        Decision::Respond(denial(resource, req, code, reason, description, &[]))
+    };
+    if ambiguous {
+        return deny(
+            ErrorCode::InvalidRequest,
+            "bad_path",
+            "request path is not normalized (encoded slash or backslash)",
+        );
+    }
+    let token = match extract::extract(&req.authorization, query) {
+        Credential::Missing => return Decision::Respond(missing_token(resource, req)),
+        Credential::Invalid(description) => {
+            return deny(ErrorCode::InvalidRequest, "invalid_request", description)
+        }
+        Credential::Bearer(token) => token,
+    };
+    if token.len() > config.max_token_bytes {
+        let e = AuthError::TooLarge;
+        return deny(ErrorCode::InvalidToken, e.code(), e.description());
+    }
+    if let Err(description) = extract::check_syntax(token) {
+        return deny(ErrorCode::InvalidRequest, "invalid_request", description);
+    }
+    let verified = match verify::verify(token, resource, config, keys, now) {
+        Ok(v) => v,
+        Err(AuthError::KeysPending(issuer)) => return Decision::WaitForKeys(issuer),
+        Err(e) => return deny(ErrorCode::InvalidToken, e.code(), e.description()),
+    };
+    authorize(config, resource, req, &verified)
+}
+
+/// The scope check and the header edits for a verified token.
+fn authorize<'c>(
+    config: &'c Config,
+    resource: &'c ProtectedResource,
+    req: &Request<'_>,
+    token: &VerifiedToken,
+) -> Decision<'c> {
+    let needed = &resource.required_scopes;
+    let lacking = scopes::missing(needed, &token.scopes);
+    if !lacking.is_empty() {
+        let description = format!("insufficient scope: requires {}", lacking.join(" "));
+        let needed: Vec<&str> = needed.iter().map(String::as_str).collect();
+        return Decision::Respond(denial(
+            resource,
+            req,
+            ErrorCode::InsufficientScope,
+            "insufficient_scope",
+            &description,
+            &needed,
+        ));
+    }
+    let set_headers = config
+        .claim_headers
+        .iter()
+        .filter_map(|(header, claim)| {
+            claim_header_value(token.claims.get(claim)?).map(|v| (header.as_str(), v))
+        })
+        .collect();
+    Decision::Allow(Allow {
+        resource,
+        strip_authorization: !config.forward_authorization,
+        set_headers,
+    })
+}
+
+/// String, number and bool claims become header values; anything with a control character
+/// (which could split a header) or of another type is not forwarded.
+fn claim_header_value(value: &Value) -> Option<String> {
+    let text = match value {
+        Value::String(s) => s.clone(),
+        Value::Number(n) => n.to_string(),
+        Value::Bool(b) => b.to_string(),
+        _ => return None,
+    };
+    (!text.chars().any(char::is_control)).then_some(text)
+}
+
+fn with_cors<'c>(
+    mut headers: Vec<(&'static str, Cow<'c, str>)>,
+    req: &Request<'_>,
+) -> Vec<(&'static str, Cow<'c, str>)> {
+    if req.origin.is_some() {
+        for (name, value) in cors::response_headers() {
+            if !headers.iter().any(|(n, _)| *n == name) {
+                headers.push((name, value.into()));
+            }
+        }
+    }
+    headers
+}
+
+fn json_headers<'c>(extra: Vec<(&'static str, Cow<'c, str>)>) -> Vec<(&'static str, Cow<'c, str>)> {
+    let mut headers = vec![("content-type", "application/json".into())];
+    headers.extend(extra);
+    headers
+}
+
+fn preflight_response<'c>() -> Response<'c> {
+    Response {
+        status: 204,
+        headers: cors::preflight_headers()
+            .into_iter()
+            .map(|(n, v)| (n, v.into()))
+            .collect(),
+        body: "".into(),
+        outcome: Outcome::Preflight,
+    }
+}
+
+fn metadata_response<'c>(
+    found: Option<&'c ProtectedResource>,
+    req: &Request<'_>,
+    preflight: bool,
+) -> Response<'c> {
+    if preflight {
+        return preflight_response();
+    }
+    let (status, body, outcome, extra): (u16, Cow<'c, str>, Outcome, Vec<_>) =
+        match (req.method, found) {
+            ("GET" | "HEAD", Some(resource)) => (
+                200,
+                resource.metadata_body.as_str().into(),
+                Outcome::MetadataServed,
+                vec![("cache-control", "public, max-age=3600".into())],
+            ),
+            ("GET" | "HEAD", None) => (
+                404,
+                error_body("not_found", "no protected resource metadata for this host").into(),
+                Outcome::MetadataNotFound,
+                vec![("cache-control", "no-store".into())],
+            ),
+            _ => (
+                405,
+                error_body("method_not_allowed", "metadata supports GET and HEAD").into(),
+                Outcome::MethodNotAllowed,
+                vec![("allow", "GET, HEAD, OPTIONS".into())],
+            ),
+        };
+    let mut headers = json_headers(extra);
+    headers.push(("access-control-allow-origin", "*".into()));
+    Response {
+        status,
+        headers: with_cors(headers, req),
+        body,
+        outcome,
+    }
+}
+
+fn missing_token<'c>(resource: &'c ProtectedResource, req: &Request<'_>) -> Response<'c> {
+    let headers = json_headers(vec![
+        ("www-authenticate", resource.challenge.missing().into()),
+        ("cache-control", "no-store".into()),
+    ]);
+    Response {
+        status: 401,
+        headers: with_cors(headers, req),
+        body: error_body(ErrorCode::InvalidToken.as_str(), MISSING_DESCRIPTION).into(),
+        outcome: Outcome::Denied("missing_token"),
+    }
+}
+
+fn denial<'c>(
+    resource: &'c ProtectedResource,
+    req: &Request<'_>,
+    code: ErrorCode,
+    reason: &'static str,
+    description: &str,
+    needed: &[&str],
+) -> Response<'c> {
+    let challenge = resource.challenge.with_error(code, description, needed);
+    let headers = json_headers(vec![
+        ("www-authenticate", challenge.into()),
+        ("cache-control", "no-store".into()),
+    ]);
+    Response {
+        status: code.status(),
+        headers: with_cors(headers, req),
+        body: error_body(code.as_str(), description).into(),
+        outcome: Outcome::Denied(reason),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::tests::{base, base_json, compile};
+    use crate::keyring::KeyRing;
+    use crate::verify::tests::{good_claims, good_token, token, NOW};
+    use serde_json::json;
+
+    fn request<'a>(method: &'a str, path: &'a str, auth: Option<&'a str>) -> Request<'a> {
+        Request {
+            method,
+            path,
+            authority: "mcp.example.com",
+            authorization: auth.into_iter().collect(),
+            ..Request::default()
+        }
+    }
+
+    fn run<'c>(config: &'c Config, req: &Request<'_>) -> Decision<'c> {
+        decide(config, &KeyRing::new(config), req, NOW)
+    }
+
+    fn header<'a>(r: &'a Response<'_>, name: &str) -> Option<&'a str> {
+        r.headers
+            .iter()
+            .find(|(n, _)| *n == name)
+            .map(|(_, v)| v.as_ref())
+    }
+
+    fn respond<'c>(d: Decision<'c>) -> Response<'c> {
+        match d {
+            Decision::Respond(r) => r,
+            other => panic!("expected a response, got {other:?}"),
+        }
+    }
+
+    const RM: &str =
+        "resource_metadata=\"https://mcp.example.com/.well-known/oauth-protected-resource/mcp\"";
+
+    #[test]
+    fn walks_every_row_of_the_decision_table() {
+        let c = base();
+        let bearer = format!("Bearer {}", good_token());
+        let mut no_scope = good_claims();
+        no_scope["scope"] = json!("other");
+        let weak = format!(
+            "Bearer {}",
+            token(
+                "rsa-a",
+                "RS256",
+                json!({"alg": "RS256", "kid": "rsa-a"}),
+                no_scope
+            )
+        );
+        let expired = {
+            let mut claims = good_claims();
+            claims["exp"] = json!(NOW - 3600);
+            format!(
+                "Bearer {}",
+                token(
+                    "rsa-a",
+                    "RS256",
+                    json!({"alg": "RS256", "kid": "rsa-a"}),
+                    claims
+                )
+            )
+        };
+        let table: Vec<(Option<&str>, &str, u16, String)> = vec![
+            (None, "/mcp", 401, format!("Bearer {RM}, scope=\"mcp:read\"")),
+            (Some("Basic dTpw"), "/mcp", 401, format!("Bearer {RM}, scope=\"mcp:read\"")),
+            (Some("Bearer"), "/mcp", 400, format!("Bearer error=\"invalid_request\", error_description=\"Bearer scheme without a token\", {RM}")),
+            (Some("Bearer a b"), "/mcp", 400, format!("Bearer error=\"invalid_request\", error_description=\"malformed Bearer credential\", {RM}")),
+            (None, "/mcp?access_token=x", 400, format!("Bearer error=\"invalid_request\", error_description=\"access_token in the query string is not accepted; use the Authorization header\", {RM}")),
+            (Some("Bearer abc"), "/mcp", 401, format!("Bearer error=\"invalid_token\", error_description=\"token is not a JWS in compact form (three parts)\", {RM}, scope=\"mcp:read\"")),
+            (Some(expired.as_str()), "/mcp", 401, format!("Bearer error=\"invalid_token\", error_description=\"token expired\", {RM}, scope=\"mcp:read\"")),
+            (Some(weak.as_str()), "/mcp", 403, format!("Bearer error=\"insufficient_scope\", scope=\"mcp:read\", {RM}, error_description=\"insufficient scope: requires mcp:read\"")),
+        ];
+        for (auth, path, status, challenge) in table {
+            let r = respond(run(&c, &request("POST", path, auth)));
+            assert_eq!(r.status, status, "{auth:?} {path}");
+            assert_eq!(
+                header(&r, "www-authenticate"),
+                Some(challenge.as_str()),
+                "{auth:?}"
+            );
+            let body: Value = serde_json::from_str(&r.body).unwrap();
+            assert!(body["error"].is_string() && body["error_description"].is_string());
+            assert_eq!(header(&r, "content-type"), Some("application/json"));
+        }
+        match run(&c, &request("POST", "/mcp", Some(&bearer))) {
+            Decision::Allow(a) => {
+                assert!(a.strip_authorization);
+                assert_eq!(a.set_headers, vec![("x-mcp-subject", "user-1".to_string())]);
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn protects_every_method_and_sub_path_but_not_neighbours() {
+        let c = base();
+        for method in ["GET", "POST", "DELETE", "PUT", "OPTIONS"] {
+            for path in ["/mcp", "/mcp/", "/mcp/x", "/mcp?x=1"] {
+                assert_eq!(
+                    respond(run(&c, &request(method, path, None))).status,
+                    401,
+                    "{method} {path}"
+                );
+            }
+        }
+        for path in [
+            "/mcpx",
+            "/",
+            "/other",
+            "/.well-known/oauth-protected-resource/nope",
+            "/MCP",
+        ] {
+            assert_eq!(
+                run(&c, &request("GET", path, None)),
+                Decision::PassThrough,
+                "{path}"
+            );
+        }
+    }
+
+    #[test]
+    fn never_lets_unnormalized_paths_past_a_protected_prefix() {
+        let c = base();
+        for path in [
+            "/%6Dcp",
+            "//mcp",
+            "/./mcp",
+            "/x/../mcp",
+            "/mcp/../other",
+            "/mc%70/x",
+        ] {
+            assert_eq!(
+                respond(run(&c, &request("POST", path, None))).status,
+                401,
+                "{path}"
+            );
+        }
+        for path in ["/mcp%2Fx", "/mcp%5cx", "/mcp\\x", "/x%2F..%2Fmcp"] {
+            let r = respond(run(&c, &request("POST", path, None)));
+            assert_eq!(r.status, 400, "{path}");
+            assert_eq!(r.outcome, Outcome::Denied("bad_path"));
+        }
+        assert_eq!(
+            run(&c, &request("GET", "/a%2Fb", None)),
+            Decision::PassThrough
+        );
+    }
+
+    #[test]
+    fn serves_metadata_at_path_suffixed_well_known() {
+        let c = base();
+        for method in ["GET", "HEAD"] {
+            let r = respond(run(
+                &c,
+                &request(method, "/.well-known/oauth-protected-resource/mcp?x", None),
+            ));
+            assert_eq!(r.status, 200);
+            assert_eq!(r.outcome, Outcome::MetadataServed);
+            assert_eq!(header(&r, "access-control-allow-origin"), Some("*"));
+            assert!(header(&r, "cache-control").unwrap().contains("max-age="));
+            let doc: Value = serde_json::from_str(&r.body).unwrap();
+            assert_eq!(doc["resource"], "https://mcp.example.com/mcp");
+            assert_eq!(doc["bearer_methods_supported"], json!(["header"]));
+        }
+        let r = respond(run(
+            &c,
+            &request("POST", "/.well-known/oauth-protected-resource/mcp", None),
+        ));
+        assert_eq!(r.status, 405);
+        let mut root = request("GET", "/.well-known/oauth-protected-resource", None);
+        root.authority = "unknown.example.com";
+        assert_eq!(respond(run(&c, &root)).status, 404);
+    }
+
+    #[test]
+    fn answers_preflights_without_challenging() {
+        let c = base();
+        for path in ["/mcp", "/.well-known/oauth-protected-resource/mcp"] {
+            let mut req = request("OPTIONS", path, None);
+            req.origin = Some("https://app.example");
+            req.access_control_request_method = Some("POST");
+            let r = respond(run(&c, &req));
+            assert_eq!(r.status, 204);
+            assert!(header(&r, "access-control-allow-headers")
+                .unwrap()
+                .contains("mcp-session-id"));
+        }
+        let mut outside = request("OPTIONS", "/other", None);
+        outside.origin = Some("https://app.example");
+        outside.access_control_request_method = Some("POST");
+        assert_eq!(run(&c, &outside), Decision::PassThrough);
+    }
+
+    #[test]
+    fn exposes_the_challenge_to_browsers() {
+        let c = base();
+        let mut req = request("POST", "/mcp", None);
+        req.origin = Some("https://app.example");
+        let r = respond(run(&c, &req));
+        assert_eq!(header(&r, "access-control-allow-origin"), Some("*"));
+        assert_eq!(
+            header(&r, "access-control-expose-headers"),
+            Some("www-authenticate")
+        );
+        let no_origin = respond(run(&c, &request("POST", "/mcp", None)));
+        assert_eq!(header(&no_origin, "access-control-expose-headers"), None);
+    }
+
+    #[test]
+    fn refuses_a_token_minted_for_another_resource() {
+        let c = base();
+        let mut claims = good_claims();
+        claims["aud"] = json!("https://other.example.com/tools");
+        let t = token(
+            "rsa-a",
+            "RS256",
+            json!({"alg": "RS256", "kid": "rsa-a"}),
+            claims,
+        );
+        let auth = format!("Bearer {t}");
+        let r = respond(run(&c, &request("POST", "/mcp", Some(&auth))));
+        assert_eq!(r.status, 401);
+        assert_eq!(r.outcome, Outcome::Denied("audience_not_accepted"));
+        let mut other = request("POST", "/tools", Some(&auth));
+        other.authority = "other.example.com";
+        assert!(matches!(run(&c, &other), Decision::Allow(_)));
+    }
+
+    #[test]
+    fn forwards_only_clean_scalar_claims_as_headers() {
+        let mut v = base_json();
+        v["claims_to_headers"] =
+            json!({"x-sub": "sub", "x-n": "n", "x-b": "b", "x-o": "o", "x-bad": "bad"});
+        v["forward_authorization"] = json!(true);
+        let c = compile(&v).unwrap();
+        let mut claims = good_claims();
+        claims["n"] = json!(42);
+        claims["b"] = json!(true);
+        claims["o"] = json!({"a": 1});
+        claims["bad"] = json!("a\r\nx-injected: 1");
+        let t = token(
+            "rsa-a",
+            "RS256",
+            json!({"alg": "RS256", "kid": "rsa-a"}),
+            claims,
+        );
+        let auth = format!("Bearer {t}");
+        let Decision::Allow(a) = run(&c, &request("GET", "/mcp", Some(&auth))) else {
+            panic!()
+        };
+        assert!(!a.strip_authorization);
+        let mut got = a.set_headers.clone();
+        got.sort();
+        assert_eq!(
+            got,
+            vec![
+                ("x-b", "true".into()),
+                ("x-n", "42".into()),
+                ("x-sub", "user-1".into())
+            ]
+        );
+    }
+
+    #[test]
+    fn waits_for_remote_keys_instead_of_failing() {
+        let mut v = base_json();
+        v["issuers"][0] = json!({"issuer": "https://auth.example.com", "cluster": "auth"});
+        let c = compile(&v).unwrap();
+        let auth = format!("Bearer {}", good_token());
+        assert_eq!(
+            run(&c, &request("GET", "/mcp", Some(&auth))),
+            Decision::WaitForKeys(0)
+        );
+    }
+
+    #[test]
+    fn names_a_counter_for_every_outcome() {
+        assert_eq!(
+            Outcome::Denied("token_expired").metric(),
+            "requests_denied_token_expired"
+        );
+        assert_eq!(Outcome::MetadataServed.metric(), "metadata_served");
+    }
+}

@@ -1,0 +1,223 @@
+//! Request paths (SPEC §3): the query string is ignored, a resource protects its path and
+//! everything below it, and a path that is not plainly normalized can never reach a protected
+//! prefix unauthenticated. Upstreams differ in how they read `%6D`, `//` or `/x/../`, so we
+//! match on the normalized form *and* on the raw form (fail closed), and refuse outright the
+//! spellings whose meaning upstreams disagree on (encoded `/` or `\`, a bare `\`, broken escapes).
+
+use std::borrow::Cow;
+
+/// Splits `:path` into the path and the query string (without `?`); a fragment is dropped.
+pub fn split_query(raw: &str) -> (&str, Option<&str>) {
+    let raw = raw.split('#').next().unwrap_or(raw);
+    match raw.split_once('?') {
+        Some((path, query)) => (path, Some(query)),
+        None => (raw, None),
+    }
+}
+
+/// How far a request path is from its normal form.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Normalized<'a> {
+    /// Already normal: the path as sent.
+    Plain(&'a str),
+    /// Unambiguously normalizable (unreserved escapes, `.`/`..` segments, repeated slashes).
+    Rewritten(String),
+    /// Readable in more than one way (`%2F`, `%5C`, `\`, a broken escape). The string is the
+    /// most aggressive reading, used only to ask "could this reach a protected path?".
+    Ambiguous(String),
+}
+
+impl Normalized<'_> {
+    pub fn as_str(&self) -> &str {
+        match self {
+            Normalized::Plain(p) => p,
+            Normalized::Rewritten(p) | Normalized::Ambiguous(p) => p,
+        }
+    }
+}
+
+fn is_plain(path: &str) -> bool {
+    path.starts_with('/')
+        && !path.contains(['%', '\\'])
+        && !path.contains("//")
+        && !path.split('/').any(|seg| seg == "." || seg == "..")
+}
+
+/// Normalizes a path (no query) per RFC 3986 §6.2.2: unreserved percent-escapes decoded,
+/// dot segments removed (§5.2.4), and repeated slashes merged.
+pub fn normalize(path: &str) -> Normalized<'_> {
+    if is_plain(path) {
+        return Normalized::Plain(path);
+    }
+    let (decoded, ambiguous) = decode_escapes(path);
+    let merged = merge_slashes(&decoded);
+    let resolved = remove_dot_segments(&merged);
+    if ambiguous {
+        Normalized::Ambiguous(resolved)
+    } else {
+        Normalized::Rewritten(resolved)
+    }
+}
+
+/// Decodes escapes of unreserved characters; `%2F`/`%5C` and `\` become `/` (ambiguous), other
+/// escapes stay as they are with upper-case hex. Returns the text and whether it was ambiguous.
+fn decode_escapes(path: &str) -> (String, bool) {
+    let bytes = path.as_bytes();
+    let mut out = String::with_capacity(path.len() + 1);
+    if !path.starts_with('/') {
+        out.push('/');
+    }
+    let mut ambiguous = false;
+    let mut i = 0;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'%' => {
+                let hex = bytes.get(i + 1..i + 3).and_then(|h| {
+                    let h = std::str::from_utf8(h).ok()?;
+                    u8::from_str_radix(h, 16).ok()
+                });
+                match hex {
+                    Some(b) if b.is_ascii_alphanumeric() || b"-._~".contains(&b) => {
+                        out.push(b as char)
+                    }
+                    Some(b'/') | Some(b'\\') => {
+                        ambiguous = true;
+                        out.push('/');
+                    }
+                    Some(b) => out.push_str(&format!("%{b:02X}")),
+                    None => {
+                        ambiguous = true;
+                        out.push('%');
+                        i += 1;
+                        continue;
+                    }
+                }
+                i += 3;
+            }
+            b'\\' => {
+                ambiguous = true;
+                out.push('/');
+                i += 1;
+            }
+            _ => {
+                // Copy the run up to the next special byte in one go (keeps UTF-8 intact).
+                let end = bytes[i..]
+                    .iter()
+                    .position(|b| *b == b'%' || *b == b'\\')
+                    .map_or(bytes.len(), |p| i + p);
+                out.push_str(&path[i..end]);
+                i = end;
+            }
+        }
+    }
+    (out, ambiguous)
+}
+
+fn merge_slashes(path: &str) -> Cow<'_, str> {
+    if !path.contains("//") {
+        return Cow::Borrowed(path);
+    }
+    let mut out = String::with_capacity(path.len());
+    for c in path.chars() {
+        if !(c == '/' && out.ends_with('/')) {
+            out.push(c);
+        }
+    }
+    Cow::Owned(out)
+}
+
+fn remove_dot_segments(path: &str) -> String {
+    let mut segments: Vec<&str> = Vec::new();
+    let parts: Vec<&str> = path.split('/').skip(1).collect();
+    let last = parts.len().saturating_sub(1);
+    let mut trailing_slash = false;
+    for (i, seg) in parts.iter().enumerate() {
+        match *seg {
+            "." => trailing_slash = i == last,
+            ".." => {
+                segments.pop();
+                trailing_slash = i == last;
+            }
+            s => {
+                segments.push(s);
+                trailing_slash = false;
+            }
+        }
+    }
+    let mut out = String::with_capacity(path.len());
+    for seg in &segments {
+        out.push('/');
+        out.push_str(seg);
+    }
+    if trailing_slash || out.is_empty() {
+        out.push('/');
+    }
+    out
+}
+
+/// Whether `path` is `prefix` or below it. `prefix` has no trailing slash; an empty prefix (a
+/// resource at the host root) covers every path.
+pub fn is_under(path: &str, prefix: &str) -> bool {
+    match path.strip_prefix(prefix) {
+        Some(rest) => rest.is_empty() || rest.starts_with('/'),
+        None => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn drops_query_and_fragment() {
+        assert_eq!(split_query("/mcp?x=1"), ("/mcp", Some("x=1")));
+        assert_eq!(split_query("/mcp#f?x"), ("/mcp", None));
+        assert_eq!(split_query("/mcp"), ("/mcp", None));
+    }
+
+    #[test]
+    fn classifies_paths_by_how_they_normalize() {
+        use Normalized::*;
+        let table: &[(&str, Normalized)] = &[
+            ("/mcp", Plain("/mcp")),
+            ("/mcp/x/", Plain("/mcp/x/")),
+            ("/%6Dcp", Rewritten("/mcp".into())),
+            ("/%6dcp", Rewritten("/mcp".into())),
+            ("//mcp", Rewritten("/mcp".into())),
+            ("/./mcp", Rewritten("/mcp".into())),
+            ("/x/../mcp", Rewritten("/mcp".into())),
+            ("/../mcp", Rewritten("/mcp".into())),
+            ("/mcp/.", Rewritten("/mcp/".into())),
+            ("/mcp/x/..", Rewritten("/mcp/".into())),
+            ("/%2E%2E/mcp", Rewritten("/mcp".into())),
+            ("/a%20b", Rewritten("/a%20b".into())),
+            ("/mcp%2Fx", Ambiguous("/mcp/x".into())),
+            ("/mcp%2fx", Ambiguous("/mcp/x".into())),
+            ("/mcp%5Cx", Ambiguous("/mcp/x".into())),
+            ("/mcp\\x", Ambiguous("/mcp/x".into())),
+            ("/x%2F..%2Fmcp", Ambiguous("/mcp".into())),
+            ("/mcp%", Ambiguous("/mcp%".into())),
+            ("/mcp%zz", Ambiguous("/mcp%zz".into())),
+            ("mcp", Rewritten("/mcp".into())),
+        ];
+        for (input, want) in table {
+            assert_eq!(&normalize(input), want, "{input}");
+        }
+    }
+
+    #[test]
+    fn protects_a_prefix_and_everything_below_it_only() {
+        assert!(is_under("/mcp", "/mcp"));
+        assert!(is_under("/mcp/", "/mcp"));
+        assert!(is_under("/mcp/x", "/mcp"));
+        assert!(!is_under("/mcpx", "/mcp"));
+        assert!(!is_under("/", "/mcp"));
+        assert!(is_under("/anything", ""));
+        assert!(is_under("/", ""));
+    }
+
+    #[test]
+    fn keeps_multibyte_characters_intact() {
+        assert_eq!(normalize("//é/%41").as_str(), "/é/A");
+    }
+}

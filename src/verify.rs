@@ -1,0 +1,737 @@
+//! JWT access-token validation (RFC 7519, RFC 9068, RFC 8725) for one protected resource.
+//!
+//! Cheap checks run before the signature, so a forged token for the wrong audience costs
+//! almost nothing: structure, header, `iss` among the resource's issuers, `alg` on the
+//! issuer's allow-list, `aud`, `exp`, `nbf`, the key by `kid`; then the signature. The
+//! token's header never names the key (`jku`, `x5u`, `jwk`, `x5c` are ignored) and `crit`
+//! is refused: we understand no extension.
+
+use crate::alg::Alg;
+use crate::config::{Config, IssuerId, ProtectedResource};
+use crate::json::{b64url_decode, decode_object, SegmentError};
+use crate::keys::{KeySet, SelectError};
+use crate::scopes;
+use serde_json::{Map, Value};
+
+/// A token that passed every check for a resource.
+#[derive(Debug, Clone, PartialEq)]
+pub struct VerifiedToken {
+    pub issuer: IssuerId,
+    pub claims: Map<String, Value>,
+    pub scopes: Vec<String>,
+}
+
+/// Why a token is refused (401 `invalid_token`), one variant per way it fails.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AuthError {
+    TooLarge,
+    Malformed(&'static str),
+    Encrypted,
+    UnsupportedHeader(&'static str),
+    AlgNotAllowed,
+    IssuerNotAccepted,
+    AudienceNotAccepted,
+    MissingExp,
+    Expired,
+    NotYetValid,
+    UnknownKid(IssuerId),
+    AlgMismatch,
+    AmbiguousKey,
+    BadSignature,
+    /// The issuer's keys have not loaded yet (remote keys only).
+    KeysPending(IssuerId),
+}
+
+impl AuthError {
+    /// Stable short code for logs and metrics.
+    pub fn code(&self) -> &'static str {
+        match self {
+            AuthError::TooLarge => "token_too_large",
+            AuthError::Malformed(_) => "malformed_token",
+            AuthError::Encrypted => "encrypted_token",
+            AuthError::UnsupportedHeader(_) => "unsupported_header",
+            AuthError::AlgNotAllowed => "alg_not_allowed",
+            AuthError::IssuerNotAccepted => "issuer_not_accepted",
+            AuthError::AudienceNotAccepted => "audience_not_accepted",
+            AuthError::MissingExp => "missing_exp",
+            AuthError::Expired => "token_expired",
+            AuthError::NotYetValid => "token_not_yet_valid",
+            AuthError::UnknownKid(_) => "unknown_kid",
+            AuthError::AlgMismatch => "alg_key_mismatch",
+            AuthError::AmbiguousKey => "ambiguous_key",
+            AuthError::BadSignature => "bad_signature",
+            AuthError::KeysPending(_) => "keys_unavailable",
+        }
+    }
+
+    /// The `error_description`: what failed, never the token.
+    pub fn description(&self) -> &'static str {
+        match self {
+            AuthError::TooLarge => "token too large",
+            AuthError::Malformed(what) => what,
+            AuthError::Encrypted => "encrypted (JWE) tokens are not accepted",
+            AuthError::UnsupportedHeader(what) => what,
+            AuthError::AlgNotAllowed => "signature algorithm not allowed",
+            AuthError::IssuerNotAccepted => "issuer not accepted for this resource",
+            AuthError::AudienceNotAccepted => {
+                "audience not accepted: token was not issued for this resource"
+            }
+            AuthError::MissingExp => "token has no exp claim",
+            AuthError::Expired => "token expired",
+            AuthError::NotYetValid => "token not yet valid (nbf)",
+            AuthError::UnknownKid(_) => "signing key not found (unknown kid)",
+            AuthError::AlgMismatch => "signature algorithm does not match the key",
+            AuthError::AmbiguousKey => "token has no kid and several keys could verify it",
+            AuthError::BadSignature => "invalid signature",
+            AuthError::KeysPending(_) => "signing keys not available yet",
+        }
+    }
+}
+
+/// Where the verifier finds an issuer's keys: inline keys are always ready, fetched keys may
+/// still be loading.
+pub trait KeyStore {
+    fn keys(&self, issuer: IssuerId) -> Option<&KeySet>;
+}
+
+fn segment_error(part: &'static str, e: SegmentError) -> AuthError {
+    AuthError::Malformed(match (part, e) {
+        ("header", SegmentError::Base64) => "token header is not base64url",
+        ("header", SegmentError::NotObject) => "token header is not a JSON object",
+        ("header", SegmentError::DuplicateMember) => "token header has a duplicate member",
+        (_, SegmentError::Base64) => "token claims are not base64url",
+        (_, SegmentError::NotObject) => "token claims are not a JSON object",
+        (_, SegmentError::DuplicateMember) => "token claims have a duplicate member",
+    })
+}
+
+/// A NumericDate (RFC 7519 §2): a JSON number, possibly fractional.
+fn numeric_date(claims: &Map<String, Value>, name: &'static str) -> Result<Option<f64>, AuthError> {
+    match claims.get(name) {
+        None => Ok(None),
+        Some(Value::Number(n)) => n
+            .as_f64()
+            .map(Some)
+            .ok_or(AuthError::Malformed("time claim is not a number")),
+        Some(_) => Err(AuthError::Malformed(match name {
+            "exp" => "exp is not a number",
+            "nbf" => "nbf is not a number",
+            _ => "iat is not a number",
+        })),
+    }
+}
+
+fn audience_accepted(claims: &Map<String, Value>, accepted: &[String]) -> Result<bool, AuthError> {
+    let matches = |v: &str| accepted.iter().any(|a| a == v);
+    match claims.get("aud") {
+        None => Ok(false),
+        Some(Value::String(s)) => Ok(matches(s)),
+        Some(Value::Array(items)) => {
+            let mut found = false;
+            for item in items {
+                match item {
+                    Value::String(s) => found |= matches(s),
+                    _ => {
+                        return Err(AuthError::Malformed(
+                            "aud is not a string or array of strings",
+                        ))
+                    }
+                }
+            }
+            Ok(found)
+        }
+        Some(_) => Err(AuthError::Malformed(
+            "aud is not a string or array of strings",
+        )),
+    }
+}
+
+/// Validates `token` for `resource` at `now` (seconds since the epoch).
+pub fn verify(
+    token: &str,
+    resource: &ProtectedResource,
+    config: &Config,
+    keys: &dyn KeyStore,
+    now: u64,
+) -> Result<VerifiedToken, AuthError> {
+    if token.len() > config.max_token_bytes {
+        return Err(AuthError::TooLarge);
+    }
+    let mut parts = token.splitn(4, '.');
+    let (Some(h64), Some(p64), Some(s64), None) =
+        (parts.next(), parts.next(), parts.next(), parts.next())
+    else {
+        return Err(if token.split('.').count() == 5 {
+            AuthError::Encrypted
+        } else {
+            AuthError::Malformed("token is not a JWS in compact form (three parts)")
+        });
+    };
+
+    let header = decode_object(h64).map_err(|e| segment_error("header", e))?;
+    if header.contains_key("enc") {
+        return Err(AuthError::Encrypted);
+    }
+    let alg = match header.get("alg") {
+        Some(Value::String(name)) => Alg::parse(name).map_err(|_| AuthError::AlgNotAllowed)?,
+        Some(_) => return Err(AuthError::Malformed("alg is not a string")),
+        None => return Err(AuthError::Malformed("token header has no alg")),
+    };
+    if header.contains_key("crit") {
+        return Err(AuthError::UnsupportedHeader(
+            "unsupported critical header (crit)",
+        ));
+    }
+    if header.contains_key("b64") {
+        return Err(AuthError::UnsupportedHeader(
+            "unencoded payload (b64) not supported",
+        ));
+    }
+    if header.contains_key("zip") {
+        return Err(AuthError::UnsupportedHeader(
+            "compressed payload (zip) not supported",
+        ));
+    }
+    let kid = match header.get("kid") {
+        None => None,
+        Some(Value::String(k)) => Some(k.as_str()),
+        Some(_) => return Err(AuthError::Malformed("kid is not a string")),
+    };
+
+    let claims = decode_object(p64).map_err(|e| segment_error("claims", e))?;
+    let issuer = match claims.get("iss") {
+        Some(Value::String(iss)) => resource
+            .issuers
+            .iter()
+            .copied()
+            .find(|id| config.issuers.get(*id).is_some_and(|i| &i.issuer == iss))
+            .ok_or(AuthError::IssuerNotAccepted)?,
+        Some(_) => return Err(AuthError::Malformed("iss is not a string")),
+        None => return Err(AuthError::IssuerNotAccepted),
+    };
+    let allowed = config.issuers.get(issuer).map(|i| i.algorithms);
+    if !allowed.is_some_and(|set| set.contains(alg)) {
+        return Err(AuthError::AlgNotAllowed);
+    }
+    if !audience_accepted(&claims, &resource.audiences)? {
+        return Err(AuthError::AudienceNotAccepted);
+    }
+    let skew = config.clock_skew as f64;
+    let now_f = now as f64;
+    match numeric_date(&claims, "exp")? {
+        None => return Err(AuthError::MissingExp),
+        Some(exp) if now_f >= exp + skew => return Err(AuthError::Expired),
+        Some(_) => {}
+    }
+    if let Some(nbf) = numeric_date(&claims, "nbf")? {
+        if nbf > now_f + skew {
+            return Err(AuthError::NotYetValid);
+        }
+    }
+    numeric_date(&claims, "iat")?;
+
+    let set = keys.keys(issuer).ok_or(AuthError::KeysPending(issuer))?;
+    let key = set.select(kid, alg).map_err(|e| match e {
+        SelectError::UnknownKid => AuthError::UnknownKid(issuer),
+        SelectError::AlgMismatch => AuthError::AlgMismatch,
+        SelectError::Ambiguous => AuthError::AmbiguousKey,
+    })?;
+    let sig = b64url_decode(s64).ok_or(AuthError::Malformed("signature is not base64url"))?;
+    let signed = &token.as_bytes()[..h64.len() + 1 + p64.len()];
+    if sig.is_empty() || !key.verify(alg, signed, &sig) {
+        return Err(AuthError::BadSignature);
+    }
+    let scopes = scopes::granted(&claims);
+    Ok(VerifiedToken {
+        issuer,
+        claims,
+        scopes,
+    })
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+    use crate::config::tests::{base, base_json, compile};
+    use crate::json::b64url_encode;
+    use crate::keyring::KeyRing;
+    use ring::rand::SystemRandom;
+    use ring::signature::{self as sig, EcdsaKeyPair, Ed25519KeyPair, RsaKeyPair};
+    use serde_json::json;
+
+    pub const NOW: u64 = 1_800_000_000;
+
+    fn der(name: &str) -> Vec<u8> {
+        std::fs::read(format!(
+            "{}/tests/fixtures/{name}.pk8.der",
+            env!("CARGO_MANIFEST_DIR")
+        ))
+        .unwrap()
+    }
+
+    /// Signs `header_b64.claims_b64` with a fixture key.
+    pub fn sign(key: &str, alg: &str, message: &[u8]) -> Vec<u8> {
+        let rng = SystemRandom::new();
+        match alg {
+            "RS256" | "RS384" | "RS512" | "PS256" | "PS384" | "PS512" => {
+                let pair = RsaKeyPair::from_pkcs8(&der(key)).unwrap();
+                let padding: &dyn sig::RsaEncoding = match alg {
+                    "RS256" => &sig::RSA_PKCS1_SHA256,
+                    "RS384" => &sig::RSA_PKCS1_SHA384,
+                    "RS512" => &sig::RSA_PKCS1_SHA512,
+                    "PS256" => &sig::RSA_PSS_SHA256,
+                    "PS384" => &sig::RSA_PSS_SHA384,
+                    _ => &sig::RSA_PSS_SHA512,
+                };
+                let mut out = vec![0; pair.public().modulus_len()];
+                pair.sign(padding, &rng, message, &mut out).unwrap();
+                out
+            }
+            "ES256" | "ES384" => {
+                let params = if alg == "ES256" {
+                    &sig::ECDSA_P256_SHA256_FIXED_SIGNING
+                } else {
+                    &sig::ECDSA_P384_SHA384_FIXED_SIGNING
+                };
+                let pair = EcdsaKeyPair::from_pkcs8(params, &der(key), &rng).unwrap();
+                pair.sign(&rng, message).unwrap().as_ref().to_vec()
+            }
+            "EdDSA" => Ed25519KeyPair::from_pkcs8_maybe_unchecked(&der(key))
+                .unwrap()
+                .sign(message)
+                .as_ref()
+                .to_vec(),
+            other => panic!("no signer for {other}"),
+        }
+    }
+
+    /// A token over raw header and claims bytes.
+    pub fn token_raw(key: &str, alg: &str, header: &[u8], claims: &[u8]) -> String {
+        let signed = format!("{}.{}", b64url_encode(header), b64url_encode(claims));
+        let signature = sign(key, alg, signed.as_bytes());
+        format!("{signed}.{}", b64url_encode(&signature))
+    }
+
+    pub fn token(key: &str, alg: &str, header: Value, claims: Value) -> String {
+        token_raw(
+            key,
+            alg,
+            header.to_string().as_bytes(),
+            claims.to_string().as_bytes(),
+        )
+    }
+
+    pub fn good_claims() -> Value {
+        json!({
+            "iss": "https://auth.example.com",
+            "aud": "https://mcp.example.com/mcp",
+            "sub": "user-1",
+            "exp": NOW + 300,
+            "iat": NOW - 10,
+            "scope": "mcp:read mcp:write"
+        })
+    }
+
+    pub fn good_token() -> String {
+        token(
+            "rsa-a",
+            "RS256",
+            json!({"alg": "RS256", "kid": "rsa-a", "typ": "at+jwt"}),
+            good_claims(),
+        )
+    }
+
+    fn check(config: &Config, token: &str) -> Result<VerifiedToken, AuthError> {
+        verify(
+            token,
+            &config.resources[0],
+            config,
+            &KeyRing::new(config),
+            NOW,
+        )
+    }
+
+    fn with_claim(name: &str, value: Value) -> String {
+        let mut claims = good_claims();
+        claims[name] = value;
+        token(
+            "rsa-a",
+            "RS256",
+            json!({"alg": "RS256", "kid": "rsa-a"}),
+            claims,
+        )
+    }
+
+    #[test]
+    fn accepts_a_valid_token_for_every_algorithm() {
+        let c = base();
+        for (key, alg) in [
+            ("rsa-a", "RS256"),
+            ("rsa-a", "RS384"),
+            ("rsa-b", "RS512"),
+            ("rsa-b", "PS256"),
+            ("rsa-a", "PS384"),
+            ("rsa-a", "PS512"),
+            ("ec-p256", "ES256"),
+            ("ec-p384", "ES384"),
+            ("ed25519", "EdDSA"),
+        ] {
+            let t = token(key, alg, json!({"alg": alg, "kid": key}), good_claims());
+            let v = check(&c, &t).unwrap_or_else(|e| panic!("{alg}: {e:?}"));
+            assert_eq!(v.issuer, 0);
+            assert_eq!(v.scopes, ["mcp:read", "mcp:write"]);
+            assert_eq!(v.claims["sub"], "user-1");
+        }
+    }
+
+    #[test]
+    fn rejects_token_signed_by_unknown_key_or_tampered() {
+        let c = base();
+        let t = token(
+            "rsa-b",
+            "RS256",
+            json!({"alg": "RS256", "kid": "rsa-a"}),
+            good_claims(),
+        );
+        assert_eq!(check(&c, &t), Err(AuthError::BadSignature));
+        let unknown = token(
+            "rsa-a",
+            "RS256",
+            json!({"alg": "RS256", "kid": "rsa-z"}),
+            good_claims(),
+        );
+        assert_eq!(check(&c, &unknown), Err(AuthError::UnknownKid(0)));
+        let good = good_token();
+        let (signed, sig) = good.rsplit_once('.').unwrap();
+        let mut bytes = b64url_decode(sig).unwrap();
+        bytes[10] ^= 1;
+        let flipped = format!("{signed}.{}", b64url_encode(&bytes));
+        assert_eq!(check(&c, &flipped), Err(AuthError::BadSignature));
+        assert_eq!(
+            check(&c, &format!("{signed}.")),
+            Err(AuthError::BadSignature)
+        );
+        assert_eq!(
+            check(&c, &format!("{signed}.AAAA")),
+            Err(AuthError::BadSignature)
+        );
+    }
+
+    #[test]
+    fn refuses_algorithm_confusion() {
+        let c = base();
+        let none = format!(
+            "{}.{}.",
+            b64url_encode(br#"{"alg":"none","kid":"rsa-a"}"#),
+            b64url_encode(good_claims().to_string().as_bytes())
+        );
+        assert_eq!(check(&c, &none), Err(AuthError::AlgNotAllowed));
+        for alg in ["HS256", "None", "NONE", "ES512"] {
+            let h = json!({"alg": alg, "kid": "rsa-a"});
+            let t = format!(
+                "{}.{}.AAAA",
+                b64url_encode(h.to_string().as_bytes()),
+                b64url_encode(good_claims().to_string().as_bytes())
+            );
+            assert_eq!(check(&c, &t), Err(AuthError::AlgNotAllowed), "{alg}");
+        }
+        // RS256 header naming the EC key: the key type decides, not the header.
+        let t = token(
+            "rsa-a",
+            "RS256",
+            json!({"alg": "RS256", "kid": "ec-p256"}),
+            good_claims(),
+        );
+        assert_eq!(check(&c, &t), Err(AuthError::AlgMismatch));
+        let t = token(
+            "ec-p256",
+            "ES256",
+            json!({"alg": "ES256", "kid": "rsa-a"}),
+            good_claims(),
+        );
+        assert_eq!(check(&c, &t), Err(AuthError::AlgMismatch));
+    }
+
+    #[test]
+    fn enforces_the_issuers_algorithm_allow_list() {
+        let c = base();
+        let mut claims = good_claims();
+        claims["iss"] = json!("https://second.example.com/tenant");
+        claims["aud"] = json!("https://other.example.com/tools");
+        let t = token(
+            "ec-p256",
+            "ES256",
+            json!({"alg": "ES256", "kid": "ec-p256"}),
+            claims.clone(),
+        );
+        assert!(verify(&t, &c.resources[1], &c, &KeyRing::new(&c), NOW).is_ok());
+        let t = token(
+            "rsa-a",
+            "RS256",
+            json!({"alg": "RS256", "kid": "rsa-a"}),
+            claims,
+        );
+        assert_eq!(
+            verify(&t, &c.resources[1], &c, &KeyRing::new(&c), NOW),
+            Err(AuthError::AlgNotAllowed)
+        );
+    }
+
+    #[test]
+    fn checks_time_claims_with_leeway() {
+        let c = base();
+        assert_eq!(
+            check(&c, &with_claim("exp", json!(NOW - 61))),
+            Err(AuthError::Expired)
+        );
+        assert_eq!(
+            check(&c, &with_claim("exp", json!(NOW - 60))),
+            Err(AuthError::Expired)
+        );
+        assert!(check(&c, &with_claim("exp", json!(NOW - 30))).is_ok());
+        assert!(check(&c, &with_claim("exp", json!((NOW + 10) as f64 + 0.5))).is_ok());
+        assert_eq!(
+            check(&c, &with_claim("exp", json!(-1))),
+            Err(AuthError::Expired)
+        );
+        assert_eq!(
+            check(&c, &with_claim("exp", json!("1900000000"))),
+            Err(AuthError::Malformed("exp is not a number"))
+        );
+        assert_eq!(
+            check(&c, &with_claim("nbf", json!(NOW + 61))),
+            Err(AuthError::NotYetValid)
+        );
+        assert!(check(&c, &with_claim("nbf", json!(NOW + 59))).is_ok());
+        assert_eq!(
+            check(&c, &with_claim("nbf", json!(null))),
+            Err(AuthError::Malformed("nbf is not a number"))
+        );
+        let mut no_exp = good_claims();
+        no_exp.as_object_mut().unwrap().remove("exp");
+        let t = token(
+            "rsa-a",
+            "RS256",
+            json!({"alg": "RS256", "kid": "rsa-a"}),
+            no_exp,
+        );
+        assert_eq!(check(&c, &t), Err(AuthError::MissingExp));
+    }
+
+    #[test]
+    fn checks_issuer_byte_for_byte_and_audience_per_resource() {
+        let c = base();
+        assert_eq!(
+            check(&c, &with_claim("iss", json!("https://auth.example.com/"))),
+            Err(AuthError::IssuerNotAccepted)
+        );
+        assert_eq!(
+            check(&c, &with_claim("iss", json!("https://AUTH.example.com"))),
+            Err(AuthError::IssuerNotAccepted)
+        );
+        assert_eq!(
+            check(&c, &with_claim("iss", json!(["https://auth.example.com"]))),
+            Err(AuthError::Malformed("iss is not a string"))
+        );
+        // An issuer configured, but not for resource 0.
+        assert_eq!(
+            check(
+                &c,
+                &with_claim("iss", json!("https://second.example.com/tenant"))
+            ),
+            Err(AuthError::IssuerNotAccepted)
+        );
+        assert_eq!(
+            check(
+                &c,
+                &with_claim("aud", json!("https://other.example.com/tools"))
+            ),
+            Err(AuthError::AudienceNotAccepted)
+        );
+        assert_eq!(
+            check(&c, &with_claim("aud", json!([]))),
+            Err(AuthError::AudienceNotAccepted)
+        );
+        assert_eq!(
+            check(
+                &c,
+                &with_claim("aud", json!([["https://mcp.example.com/mcp"]]))
+            ),
+            Err(AuthError::Malformed(
+                "aud is not a string or array of strings"
+            ))
+        );
+        assert_eq!(
+            check(&c, &with_claim("aud", json!({"a": 1}))),
+            Err(AuthError::Malformed(
+                "aud is not a string or array of strings"
+            ))
+        );
+        assert!(check(
+            &c,
+            &with_claim("aud", json!(["x", "https://mcp.example.com/mcp"]))
+        )
+        .is_ok());
+        assert_eq!(
+            check(
+                &c,
+                &with_claim("aud", json!("https://mcp.example.com/mcp/"))
+            ),
+            Err(AuthError::AudienceNotAccepted)
+        );
+        let mut v = base_json();
+        v["resources"][0]["audiences"] = json!(["api://legacy"]);
+        let extra = compile(&v).unwrap();
+        assert!(check(&extra, &with_claim("aud", json!("api://legacy"))).is_ok());
+    }
+
+    #[test]
+    fn refuses_malformed_structures() {
+        let c = base();
+        let claims = b64url_encode(good_claims().to_string().as_bytes());
+        let cases: Vec<(String, AuthError)> = vec![
+            (
+                "abc".into(),
+                AuthError::Malformed("token is not a JWS in compact form (three parts)"),
+            ),
+            (
+                "a.b".into(),
+                AuthError::Malformed("token is not a JWS in compact form (three parts)"),
+            ),
+            (
+                "a.b.c.d".into(),
+                AuthError::Malformed("token is not a JWS in compact form (three parts)"),
+            ),
+            ("a.b.c.d.e".into(), AuthError::Encrypted),
+            (
+                format!("!!.{claims}.AA"),
+                AuthError::Malformed("token header is not base64url"),
+            ),
+            (
+                format!("{}.{claims}.AA", b64url_encode(b"[1]")),
+                AuthError::Malformed("token header is not a JSON object"),
+            ),
+            (
+                format!(
+                    "{}.{claims}.AA",
+                    b64url_encode(br#"{"alg":"RS256","alg":"none"}"#)
+                ),
+                AuthError::Malformed("token header has a duplicate member"),
+            ),
+            (
+                format!("{}.{claims}.AA", b64url_encode(br#"{"kid":"rsa-a"}"#)),
+                AuthError::Malformed("token header has no alg"),
+            ),
+            (
+                format!(
+                    "{}.{claims}.AA",
+                    b64url_encode(br#"{"alg":"RS256","enc":"A128GCM"}"#)
+                ),
+                AuthError::Encrypted,
+            ),
+        ];
+        for (t, want) in cases {
+            assert_eq!(check(&c, &t), Err(want), "{t}");
+        }
+    }
+
+    #[test]
+    fn refuses_claims_that_are_not_a_clean_object() {
+        let c = base();
+        let header = br#"{"alg":"RS256","kid":"rsa-a"}"#;
+        let dup = br#"{"iss":"https://auth.example.com","aud":"x","aud":"https://mcp.example.com/mcp","exp":1900000000}"#;
+        assert_eq!(
+            check(&c, &token_raw("rsa-a", "RS256", header, dup)),
+            Err(AuthError::Malformed("token claims have a duplicate member"))
+        );
+        assert_eq!(
+            check(&c, &token_raw("rsa-a", "RS256", header, b"\"claims\"")),
+            Err(AuthError::Malformed("token claims are not a JSON object"))
+        );
+    }
+
+    #[test]
+    fn refuses_crit_b64_and_zip_and_ignores_embedded_key_sources() {
+        let c = base();
+        for (extra, want) in [
+            (
+                json!({"crit": ["exp"], "exp": 1}),
+                "unsupported critical header (crit)",
+            ),
+            (
+                json!({"b64": false, "crit": []}),
+                "unsupported critical header (crit)",
+            ),
+            (
+                json!({"b64": true}),
+                "unencoded payload (b64) not supported",
+            ),
+            (
+                json!({"zip": "DEF"}),
+                "compressed payload (zip) not supported",
+            ),
+        ] {
+            let mut h = json!({"alg": "RS256", "kid": "rsa-a"});
+            for (k, v) in extra.as_object().unwrap() {
+                h[k] = v.clone();
+            }
+            let t = token("rsa-a", "RS256", h, good_claims());
+            assert_eq!(check(&c, &t), Err(AuthError::UnsupportedHeader(want)));
+        }
+        // Signed by rsa-b, pointing at rsa-b's public key in every embedded form: still our key.
+        let jwk = crate::keys::tests::fixture("rsa-b.jwk.json");
+        let h = json!({"alg": "RS256", "kid": "rsa-a", "jwk": jwk, "jku": "https://evil/jwks", "x5u": "https://evil/x5u", "x5c": ["AAAA"]});
+        assert_eq!(
+            check(&c, &token("rsa-b", "RS256", h, good_claims())),
+            Err(AuthError::BadSignature)
+        );
+    }
+
+    #[test]
+    fn enforces_the_token_length_cap_before_parsing() {
+        let c = base();
+        let huge = "a".repeat(c.max_token_bytes + 1);
+        assert_eq!(check(&c, &huge), Err(AuthError::TooLarge));
+        let mut claims = good_claims();
+        claims["pad"] = json!("x".repeat(7000));
+        let t = token(
+            "ec-p256",
+            "ES256",
+            json!({"alg": "ES256", "kid": "ec-p256"}),
+            claims,
+        );
+        assert!(t.len() > 8192);
+        assert_eq!(check(&c, &t), Err(AuthError::TooLarge));
+    }
+
+    #[test]
+    fn reports_pending_keys_for_remote_issuers() {
+        let mut v = base_json();
+        v["issuers"][0] = json!({"issuer": "https://auth.example.com", "cluster": "auth"});
+        let c = compile(&v).unwrap();
+        assert_eq!(check(&c, &good_token()), Err(AuthError::KeysPending(0)));
+    }
+
+    #[test]
+    fn descriptions_never_contain_quotes_or_backslashes() {
+        let all = [
+            AuthError::TooLarge,
+            AuthError::Encrypted,
+            AuthError::AlgNotAllowed,
+            AuthError::IssuerNotAccepted,
+            AuthError::AudienceNotAccepted,
+            AuthError::MissingExp,
+            AuthError::Expired,
+            AuthError::NotYetValid,
+            AuthError::UnknownKid(0),
+            AuthError::AlgMismatch,
+            AuthError::AmbiguousKey,
+            AuthError::BadSignature,
+            AuthError::KeysPending(0),
+        ];
+        for e in all {
+            assert!(!e.description().contains(['"', '\\']), "{e:?}");
+            assert!(!e.code().is_empty());
+        }
+    }
+}
