@@ -8,6 +8,7 @@ use crate::challenge::ResourceChallenge;
 use crate::keys::{JwkOutcome, KeySet};
 use crate::metadata;
 use crate::paths;
+use crate::remote::{FetchPolicy, MAX_CACHE_SECONDS, MIN_CACHE_SECONDS};
 use crate::url::{HttpUrl, UrlError};
 use serde::Deserialize;
 use serde_json::Value;
@@ -66,6 +67,11 @@ pub struct RawIssuer {
     pub jwks_uri: Option<String>,
     pub cluster: Option<String>,
     pub algorithms: Option<Vec<String>>,
+    /// Fetched keys only (SPEC §7 tunables).
+    pub jwks_cache_seconds: Option<u64>,
+    pub jwks_refetch_interval_seconds: Option<u64>,
+    pub jwks_fetch_timeout_ms: Option<u64>,
+    pub jwks_wait_ms: Option<u64>,
 }
 
 /// A configuration error: where (the field path) and what.
@@ -186,6 +192,7 @@ pub enum KeySource {
     Remote {
         cluster: String,
         jwks_uri: Option<HttpUrl>,
+        policy: FetchPolicy,
     },
 }
 
@@ -527,17 +534,26 @@ fn compile_issuer(
             set
         }
     };
-    let keys = match (raw.jwks, raw.jwks_uri, raw.cluster) {
+    let keys = match (&raw.jwks, &raw.jwks_uri, &raw.cluster) {
         (Some(jwks), None, None) => {
-            KeySource::Inline(compile_inline_jwks(path, &jwks, algorithms, warnings)?)
+            if let Some(field) = raw.tunable_set() {
+                return Err(err(
+                    format!("{path}.{field}"),
+                    ConfigErrorKind::KeySource(
+                        "applies only to fetched keys (jwks_uri or cluster)",
+                    ),
+                ));
+            }
+            KeySource::Inline(compile_inline_jwks(path, jwks, algorithms, warnings)?)
         }
         (None, jwks_uri, Some(cluster)) => {
+            let cluster = cluster.clone();
             if !is_plain_text(&cluster) {
                 return Err(err(format!("{path}.cluster"), ConfigErrorKind::InvalidText));
             }
             let jwks_uri = match jwks_uri {
                 Some(uri) => Some(
-                    HttpUrl::parse(&uri)
+                    HttpUrl::parse(uri)
                         .map_err(|e| err(format!("{path}.jwks_uri"), ConfigErrorKind::Url(e)))?,
                 ),
                 None => {
@@ -546,7 +562,12 @@ fn compile_issuer(
                     None
                 }
             };
-            KeySource::Remote { cluster, jwks_uri }
+            let policy = compile_policy(path, &raw)?;
+            KeySource::Remote {
+                cluster,
+                jwks_uri,
+                policy,
+            }
         }
         (None, Some(_), None) => {
             return Err(err(
@@ -573,6 +594,65 @@ fn compile_issuer(
         issuer: raw.issuer,
         algorithms,
         keys,
+    })
+}
+
+impl RawIssuer {
+    /// The first fetch tunable that is set, if any.
+    fn tunable_set(&self) -> Option<&'static str> {
+        [
+            ("jwks_cache_seconds", self.jwks_cache_seconds),
+            (
+                "jwks_refetch_interval_seconds",
+                self.jwks_refetch_interval_seconds,
+            ),
+            ("jwks_fetch_timeout_ms", self.jwks_fetch_timeout_ms),
+            ("jwks_wait_ms", self.jwks_wait_ms),
+        ]
+        .into_iter()
+        .find_map(|(name, v)| v.map(|_| name))
+    }
+}
+
+fn compile_policy(path: &str, raw: &RawIssuer) -> Result<FetchPolicy, ConfigError> {
+    let defaults = FetchPolicy::default();
+    let bounded = |name: &str, value: Option<u64>, default: u64, min: u64, max: u64| match value {
+        None => Ok(default),
+        Some(v) if (min..=max).contains(&v) => Ok(v),
+        Some(_) => Err(err(
+            format!("{path}.{name}"),
+            ConfigErrorKind::OutOfRange { min, max },
+        )),
+    };
+    Ok(FetchPolicy {
+        cache_seconds: bounded(
+            "jwks_cache_seconds",
+            raw.jwks_cache_seconds,
+            defaults.cache_seconds,
+            MIN_CACHE_SECONDS,
+            MAX_CACHE_SECONDS,
+        )?,
+        refetch_interval_seconds: bounded(
+            "jwks_refetch_interval_seconds",
+            raw.jwks_refetch_interval_seconds,
+            defaults.refetch_interval_seconds,
+            1,
+            3600,
+        )?,
+        fetch_timeout_ms: bounded(
+            "jwks_fetch_timeout_ms",
+            raw.jwks_fetch_timeout_ms,
+            defaults.fetch_timeout_ms,
+            100,
+            60_000,
+        )?,
+        wait_ms: bounded(
+            "jwks_wait_ms",
+            raw.jwks_wait_ms,
+            defaults.wait_ms,
+            0,
+            60_000,
+        )?,
     })
 }
 
@@ -913,7 +993,7 @@ pub(crate) mod tests {
         ))
         .unwrap();
         assert!(
-            matches!(&remote.issuers[0].keys, KeySource::Remote { cluster, jwks_uri: Some(_) } if cluster == "auth")
+            matches!(&remote.issuers[0].keys, KeySource::Remote { cluster, jwks_uri: Some(_), policy } if cluster == "auth" && *policy == FetchPolicy::default())
         );
         let discovered = compile(&issuer(json!({"cluster": "auth"}))).unwrap();
         assert!(matches!(
@@ -950,6 +1030,36 @@ pub(crate) mod tests {
         assert_eq!(
             error_of(with(base_json(), "/issuers/0/jwks", json!([]))),
             ("issuers[0].jwks".into(), "invalid_jwks")
+        );
+    }
+
+    #[test]
+    fn fetch_tunables_are_bounded_and_only_for_fetched_keys() {
+        let mut v = base_json();
+        v["issuers"][0] = json!({"issuer": "https://auth.example.com", "cluster": "auth",
+            "jwks_cache_seconds": 120, "jwks_refetch_interval_seconds": 5, "jwks_fetch_timeout_ms": 900, "jwks_wait_ms": 0});
+        let c = compile(&v).unwrap();
+        let KeySource::Remote { policy, .. } = &c.issuers[0].keys else {
+            panic!()
+        };
+        assert_eq!(
+            *policy,
+            FetchPolicy {
+                cache_seconds: 120,
+                refetch_interval_seconds: 5,
+                fetch_timeout_ms: 900,
+                wait_ms: 0
+            }
+        );
+        v["issuers"][0]["jwks_cache_seconds"] = json!(10);
+        assert_eq!(
+            error_of(v),
+            ("issuers[0].jwks_cache_seconds".into(), "out_of_range")
+        );
+        let inline = with(base_json(), "/issuers/0/jwks_wait_ms", json!(100));
+        assert_eq!(
+            error_of(inline),
+            ("issuers[0].jwks_wait_ms".into(), "key_source")
         );
     }
 

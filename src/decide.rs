@@ -49,8 +49,12 @@ pub enum Decision<'c> {
     PassThrough,
     Allow(Allow<'c>),
     Respond(Response<'c>),
-    /// The issuer's keys are not loaded yet: hold the request and decide again later.
-    WaitForKeys(IssuerId),
+    /// Hold the request and decide again when the issuer's keys change: they have not loaded
+    /// yet, or (`refetch`) the token's `kid` is unknown and a refetch is allowed.
+    WaitForKeys {
+        issuer: IssuerId,
+        refetch: bool,
+    },
 }
 
 /// What happened, for counters and logs.
@@ -135,7 +139,18 @@ pub fn decide<'c>(
     }
     let verified = match verify::verify(token, resource, config, keys, now) {
         Ok(v) => v,
-        Err(AuthError::KeysPending(issuer)) => return Decision::WaitForKeys(issuer),
+        Err(AuthError::KeysPending(issuer)) => {
+            return Decision::WaitForKeys {
+                issuer,
+                refetch: false,
+            }
+        }
+        Err(AuthError::UnknownKid(issuer)) if keys.refetch_allowed(issuer, now) => {
+            return Decision::WaitForKeys {
+                issuer,
+                refetch: true,
+            }
+        }
         Err(e) => return deny(ErrorCode::InvalidToken, e.code(), e.description()),
     };
     authorize(config, resource, req, &verified)
@@ -569,8 +584,56 @@ mod tests {
         let auth = format!("Bearer {}", good_token());
         assert_eq!(
             run(&c, &request("GET", "/mcp", Some(&auth))),
-            Decision::WaitForKeys(0)
+            Decision::WaitForKeys {
+                issuer: 0,
+                refetch: false
+            }
         );
+    }
+
+    #[test]
+    fn holds_an_unknown_kid_for_one_rate_limited_refetch_then_refuses() {
+        use crate::keys::{tests::fixture_set, KeySet};
+        use crate::remote::{FetchPolicy, FetchState, Why};
+        let mut v = base_json();
+        v["issuers"][0] = json!({"issuer": "https://auth.example.com", "cluster": "auth"});
+        let c = compile(&v).unwrap();
+        let only_a: Vec<_> = fixture_set()
+            .keys()
+            .iter()
+            .filter(|k| k.kid.as_deref() == Some("rsa-a"))
+            .cloned()
+            .collect();
+        let mut ring = KeyRing::new(&c);
+        let policy = FetchPolicy::default();
+        let mut state = FetchState::default();
+        state.succeed(NOW - 100, None, 1, &policy);
+        ring.install(0, KeySet::new(only_a), state.clone());
+        let rotated = token(
+            "rsa-b",
+            "RS256",
+            json!({"alg": "RS256", "kid": "rsa-b"}),
+            good_claims(),
+        );
+        let auth = format!("Bearer {rotated}");
+        let req = request("GET", "/mcp", Some(&auth));
+        assert_eq!(
+            decide(&c, &ring, &req, NOW),
+            Decision::WaitForKeys {
+                issuer: 0,
+                refetch: true
+            }
+        );
+        state.begin(NOW, Why::UnknownKid, &policy);
+        state.succeed(NOW, None, 1, &policy);
+        ring.observe(0, state);
+        let r = respond(decide(&c, &ring, &req, NOW + 1));
+        assert_eq!((r.status, r.outcome), (401, Outcome::Denied("unknown_kid")));
+        ring.install(0, fixture_set(), ring.state(0).unwrap().clone());
+        assert!(matches!(
+            decide(&c, &ring, &req, NOW + 1),
+            Decision::Allow(_)
+        ));
     }
 
     #[test]

@@ -1,109 +1,66 @@
 //! The glue: the only code (with `lib.rs`) that talks to the proxy-wasm host. The root context
-//! compiles the configuration once; each HTTP context gathers a request view, calls
+//! compiles the configuration once and drives the remote-key state machine (`remote.rs`) from
+//! `on_tick` and `on_http_call_response`; each HTTP context gathers a request view, calls
 //! [`decide`], and applies the decision. No decision logic lives here.
 
-use crate::config::Config;
-use crate::decide::{decide, Decision, Outcome, Request, Response, ALLOWED_METRIC};
+use crate::config::{Config, IssuerId, KeySource};
+use crate::decide::{decide, Decision, Outcome, Request, ALLOWED_METRIC};
 use crate::keyring::KeyRing;
+use crate::remote::{self, FetchError, FetchPolicy, FetchState, Target, Why};
+use crate::url::HttpUrl;
 use proxy_wasm::hostcalls;
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
-use proxy_wasm::types::{Action, ContextType, MetricType};
+use proxy_wasm::types::{Action, BufferType, ContextType, MapType, MetricType};
 use std::cell::RefCell;
 use std::collections::HashMap;
 use std::rc::Rc;
-use std::time::UNIX_EPOCH;
+use std::time::{Duration, UNIX_EPOCH};
 
 const METRIC_PREFIX: &str = "mcp_oauth_";
+const TICK: Duration = Duration::from_millis(200);
+const SERVICE_UNAVAILABLE_BODY: &[u8] =
+    br#"{"error":"temporarily_unavailable","error_description":"signing keys not available yet"}"#;
 
-/// Counters, defined with the host on first use and remembered per VM (SPEC §8).
+fn now_ms() -> u64 {
+    hostcalls::get_current_time()
+        .unwrap_or(UNIX_EPOCH)
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+/// Counters and gauges, defined with the host on first use and remembered per VM (SPEC §8).
 #[derive(Default)]
 struct Metrics {
     ids: RefCell<HashMap<String, u32>>,
 }
 
 impl Metrics {
-    fn increment(&self, name: &str) {
+    fn id(&self, name: &str, kind: MetricType) -> Option<u32> {
         let mut ids = self.ids.borrow_mut();
-        let id = match ids.get(name) {
-            Some(id) => *id,
-            None => match hostcalls::define_metric(
-                MetricType::Counter,
-                &format!("{METRIC_PREFIX}{name}"),
-            ) {
-                Ok(id) => *ids.entry(name.to_string()).or_insert(id),
-                Err(_) => return,
-            },
-        };
-        let _ = hostcalls::increment_metric(id, 1);
+        if let Some(id) = ids.get(name) {
+            return Some(*id);
+        }
+        let id = hostcalls::define_metric(kind, &format!("{METRIC_PREFIX}{name}")).ok()?;
+        ids.insert(name.to_string(), id);
+        Some(id)
     }
-}
 
-/// State shared by the root context and the HTTP contexts of one VM (one worker).
-struct Shared {
-    config: Config,
-    keys: RefCell<KeyRing>,
-    metrics: Metrics,
-}
-
-#[derive(Default)]
-pub struct Root {
-    shared: Option<Rc<Shared>>,
-}
-
-impl Context for Root {}
-
-impl RootContext for Root {
-    fn on_configure(&mut self, _plugin_configuration_size: usize) -> bool {
-        let text = self.get_plugin_configuration().unwrap_or_default();
-        match Config::from_json(&text) {
-            Ok(config) => {
-                for warning in &config.warnings {
-                    log::warn!("mcp-oauth-filter: configuration: {warning}");
-                }
-                log::info!(
-                    "mcp-oauth-filter: configured {} resource(s), {} issuer(s)",
-                    config.resources.len(),
-                    config.issuers.len()
-                );
-                let keys = RefCell::new(KeyRing::new(&config));
-                self.shared = Some(Rc::new(Shared {
-                    config,
-                    keys,
-                    metrics: Metrics::default(),
-                }));
-                true
-            }
-            Err(e) => {
-                log::error!(
-                    "mcp-oauth-filter: invalid configuration: {e} [{}]",
-                    e.kind.code()
-                );
-                false
-            }
+    fn increment(&self, name: &str) {
+        if let Some(id) = self.id(name, MetricType::Counter) {
+            let _ = hostcalls::increment_metric(id, 1);
         }
     }
 
-    fn create_http_context(&self, _context_id: u32) -> Option<Box<dyn HttpContext>> {
-        Some(Box::new(Http {
-            shared: self.shared.clone(),
-        }))
-    }
-
-    fn get_type(&self) -> Option<ContextType> {
-        Some(ContextType::HttpContext)
+    fn set(&self, name: &str, value: u64) {
+        if let Some(id) = self.id(name, MetricType::Gauge) {
+            let _ = hostcalls::record_metric(id, value);
+        }
     }
 }
-
-struct Http {
-    /// `None` only if the configuration was refused and the host created a context anyway.
-    shared: Option<Rc<Shared>>,
-}
-
-impl Context for Http {}
 
 /// The request headers the filter reads, fetched in one host call. All `Authorization`
 /// values are kept: asking the host for one header returns only its first value.
-#[derive(Default)]
+#[derive(Default, Clone)]
 struct Headers {
     method: String,
     path: String,
@@ -111,14 +68,15 @@ struct Headers {
     authorization: Vec<String>,
     origin: Option<String>,
     request_method: Option<String>,
-    /// Whether the client sent any header the filter sets from claims.
+    /// Whether the client sent a header the filter sets from claims.
     has_claim_header: bool,
 }
 
 impl Headers {
-    fn read(ctx: &Http, config: &Config) -> Headers {
+    fn read(config: &Config) -> Headers {
         let mut h = Headers::default();
-        for (name, value) in ctx.get_http_request_headers_bytes() {
+        let pairs = hostcalls::get_map_bytes(MapType::HttpRequestHeaders).unwrap_or_default();
+        for (name, value) in pairs {
             // Header values may hold any byte; lossy decoding keeps the ASCII structure.
             let value = || String::from_utf8_lossy(&value).into_owned();
             match name.as_str() {
@@ -146,64 +104,88 @@ impl Headers {
     }
 }
 
-impl Http {
-    fn now(&self) -> u64 {
-        self.get_current_time()
-            .duration_since(UNIX_EPOCH)
-            .map(|d| d.as_secs())
-            .unwrap_or(0)
-    }
-
-    fn respond(&self, response: &Response<'_>) {
-        let headers: Vec<(&str, &str)> = response
-            .headers
-            .iter()
-            .map(|(n, v)| (*n, v.as_ref()))
-            .collect();
-        let body = (!response.body.is_empty()).then_some(response.body.as_bytes());
-        self.send_http_response(u32::from(response.status), headers, body);
-    }
-
-    fn remove_claim_headers(&self, config: &Config) {
-        for (header, _) in &config.claim_headers {
-            self.set_http_request_header(header, None);
-        }
-    }
+/// A request held until its issuer's keys change (first load, or an unknown-`kid` refetch).
+struct Waiter {
+    context_id: u32,
+    issuer: IssuerId,
+    deadline_ms: u64,
+    /// The issuer's fetch generation when the request started waiting.
+    generation: u64,
+    headers: Headers,
 }
 
-impl HttpContext for Http {
-    fn on_http_request_headers(&mut self, _num_headers: usize, _end_of_stream: bool) -> Action {
-        let Some(shared) = self.shared.clone() else {
-            self.send_http_response(
-                503,
-                vec![("content-type", "application/json")],
-                Some(br#"{"error":"temporarily_unavailable","error_description":"authorization filter not configured"}"#),
-            );
-            return Action::Pause;
+/// An issuer whose keys are fetched, with the shared-data keys its record and key set live
+/// under. The names carry the issuer and its source, so every VM (and every listener) that
+/// fetches the same keys shares one copy, and different ones never mix.
+struct RemoteIssuer {
+    id: IssuerId,
+    issuer: String,
+    cluster: String,
+    jwks_uri: Option<HttpUrl>,
+    policy: FetchPolicy,
+    state_key: String,
+    jwks_key: String,
+}
+
+/// State shared by the root context and the HTTP contexts of one VM (one worker).
+struct Shared {
+    /// Host calls made for held requests switch the effective context; it is switched back
+    /// to the root so its key fetches are answered to it.
+    root_context_id: u32,
+    config: Config,
+    remotes: Vec<RemoteIssuer>,
+    keys: RefCell<KeyRing>,
+    metrics: Metrics,
+    waiters: RefCell<Vec<Waiter>>,
+    /// Issuers an unknown `kid` asked to refetch.
+    refetch_wanted: RefCell<Vec<IssuerId>>,
+    /// Key fetches this VM has in flight: call token → issuer and document.
+    in_flight: RefCell<HashMap<u32, (IssuerId, Target)>>,
+}
+
+/// What applying a decision left to do.
+enum Applied {
+    Continue,
+    Stopped,
+    Wait { issuer: IssuerId, refetch: bool },
+}
+
+impl Shared {
+    fn remote(&self, id: IssuerId) -> Option<&RemoteIssuer> {
+        self.remotes.iter().find(|r| r.id == id)
+    }
+
+    /// Applies a decision to the current (effective) HTTP context.
+    fn apply(&self, headers: &Headers, decision: Decision<'_>) -> Applied {
+        let remove = |name: &str| {
+            let _ = hostcalls::set_map_value(MapType::HttpRequestHeaders, name, None);
         };
-        let config = &shared.config;
-        let headers = Headers::read(self, config);
-        let keys = shared.keys.borrow();
-        let decision = decide(config, &*keys, &headers.request(), self.now());
         match decision {
             Decision::PassThrough => {
                 if headers.has_claim_header {
-                    self.remove_claim_headers(config);
+                    self.config
+                        .claim_headers
+                        .iter()
+                        .for_each(|(h, _)| remove(h));
                 }
-                Action::Continue
+                Applied::Continue
             }
             Decision::Allow(allow) => {
                 if headers.has_claim_header {
-                    self.remove_claim_headers(config);
+                    self.config
+                        .claim_headers
+                        .iter()
+                        .for_each(|(h, _)| remove(h));
                 }
                 if allow.strip_authorization {
-                    self.set_http_request_header("authorization", None);
+                    remove("authorization");
                 }
                 for (name, value) in &allow.set_headers {
-                    self.set_http_request_header(name, Some(value));
+                    let _ =
+                        hostcalls::set_map_value(MapType::HttpRequestHeaders, name, Some(value));
                 }
-                shared.metrics.increment(ALLOWED_METRIC);
-                Action::Continue
+                self.metrics.increment(ALLOWED_METRIC);
+                Applied::Continue
             }
             Decision::Respond(response) => {
                 if let Outcome::Denied(reason) = response.outcome {
@@ -214,23 +196,569 @@ impl HttpContext for Http {
                         response.status
                     );
                 }
-                shared.metrics.increment(&response.outcome.metric());
-                self.respond(&response);
-                Action::Pause
+                self.metrics.increment(&response.outcome.metric());
+                let list: Vec<(&str, &str)> = response
+                    .headers
+                    .iter()
+                    .map(|(n, v)| (*n, v.as_ref()))
+                    .collect();
+                let body = (!response.body.is_empty()).then_some(response.body.as_bytes());
+                let _ = hostcalls::send_http_response(u32::from(response.status), list, body);
+                Applied::Stopped
             }
-            Decision::WaitForKeys(issuer) => {
+            Decision::WaitForKeys { issuer, refetch } => Applied::Wait { issuer, refetch },
+        }
+    }
+
+    /// Holds the current request until its issuer's keys change or its wait runs out.
+    fn hold(&self, context_id: u32, headers: Headers, issuer: IssuerId, refetch: bool) {
+        let wait_ms = self.remote(issuer).map_or(0, |r| r.policy.wait_ms);
+        let generation = self.keys.borrow().state(issuer).map_or(0, |s| s.generation);
+        if refetch {
+            let mut wanted = self.refetch_wanted.borrow_mut();
+            if !wanted.contains(&issuer) {
+                wanted.push(issuer);
+            }
+        }
+        self.waiters.borrow_mut().push(Waiter {
+            context_id,
+            issuer,
+            deadline_ms: now_ms() + wait_ms,
+            generation,
+            headers,
+        });
+    }
+
+    fn is_waiting(&self, context_id: u32) -> bool {
+        self.waiters
+            .borrow()
+            .iter()
+            .any(|w| w.context_id == context_id)
+    }
+
+    fn forget(&self, context_id: u32) {
+        self.waiters
+            .borrow_mut()
+            .retain(|w| w.context_id != context_id);
+    }
+
+    /// Decides again for every held request whose issuer's keys changed or whose wait ran
+    /// out; a request still without keys at its deadline gets a 503.
+    fn wake_waiters(&self) {
+        let now_ms = now_ms();
+        let waiting = std::mem::take(&mut *self.waiters.borrow_mut());
+        let mut still = Vec::new();
+        let mut switched = false;
+        for mut w in waiting {
+            let generation = self
+                .keys
+                .borrow()
+                .state(w.issuer)
+                .map_or(0, |s| s.generation);
+            if generation == w.generation && now_ms < w.deadline_ms {
+                still.push(w);
+                continue;
+            }
+            switched = true;
+            if hostcalls::set_effective_context(w.context_id).is_err() {
+                continue; // the stream is gone
+            }
+            let decision = {
+                let keys = self.keys.borrow();
+                let decision = decide(&self.config, &*keys, &w.headers.request(), now_ms / 1000);
+                // Owned outcome: apply needs no borrow of the key ring.
+                self.apply(&w.headers, decision)
+            };
+            match decision {
+                Applied::Continue => {
+                    let _ = hostcalls::resume_http_request();
+                }
+                Applied::Stopped => {}
+                Applied::Wait { refetch, .. } if now_ms < w.deadline_ms => {
+                    w.generation = generation;
+                    if refetch {
+                        self.refetch_wanted.borrow_mut().push(w.issuer);
+                    }
+                    still.push(w);
+                }
+                Applied::Wait { .. } => {
+                    self.metrics.increment("requests_denied_keys_unavailable");
+                    let _ = hostcalls::send_http_response(
+                        503,
+                        vec![
+                            ("content-type", "application/json"),
+                            ("retry-after", "5"),
+                            ("cache-control", "no-store"),
+                        ],
+                        Some(SERVICE_UNAVAILABLE_BODY),
+                    );
+                }
+            }
+        }
+        // Requests held while we were deciding (none in practice) stay held too.
+        self.waiters.borrow_mut().extend(still);
+        if switched {
+            let _ = hostcalls::set_effective_context(self.root_context_id);
+        }
+    }
+
+    // ------------------------------------------------------------------ remote keys
+
+    fn read_state(&self, remote: &RemoteIssuer) -> (Option<FetchState>, Option<u32>) {
+        match hostcalls::get_shared_data(&remote.state_key) {
+            Ok((Some(bytes), cas)) => (serde_json::from_slice(&bytes).ok(), cas),
+            Ok((None, cas)) => (None, cas),
+            Err(_) => (None, None),
+        }
+    }
+
+    fn write_state(&self, remote: &RemoteIssuer, state: &FetchState, cas: Option<u32>) -> bool {
+        let Ok(bytes) = serde_json::to_vec(state) else {
+            return false;
+        };
+        hostcalls::set_shared_data(&remote.state_key, Some(&bytes), cas).is_ok()
+    }
+
+    /// Creates the shared record if no VM has yet (at configure time, before any fetch).
+    fn ensure_state(&self, remote: &RemoteIssuer) {
+        if let (None, None) = self.read_state(remote) {
+            self.write_state(remote, &FetchState::default(), None);
+        }
+    }
+
+    /// Brings this worker's copy of an issuer's keys up to the shared version.
+    fn sync(&self, remote: &RemoteIssuer) {
+        let (Some(state), _) = self.read_state(remote) else {
+            return;
+        };
+        let installed = self.keys.borrow().installed_version(remote.id);
+        if state.version == 0 || state.version == installed {
+            self.keys.borrow_mut().observe(remote.id, state);
+            return;
+        }
+        let jwks = hostcalls::get_shared_data(&remote.jwks_key)
+            .ok()
+            .and_then(|(bytes, _)| bytes)
+            .unwrap_or_default();
+        match remote::read_jwks(200, &jwks) {
+            Ok((set, _)) => {
+                log::info!(
+                    "mcp-oauth-filter: keys of {:?} updated: {} key(s), version {}",
+                    remote.issuer,
+                    set.len(),
+                    state.version
+                );
+                self.keys.borrow_mut().install(remote.id, set, state);
+                self.metrics
+                    .set("keys_in_use", self.keys.borrow().key_count() as u64);
+            }
+            Err(e) => {
                 log::warn!(
-                    "mcp-oauth-filter: keys for issuer {:?} are not available",
-                    config.issuers.get(issuer).map(|i| i.issuer.as_str())
+                    "mcp-oauth-filter: shared keys of {:?} unreadable: {e}",
+                    remote.issuer
                 );
-                shared.metrics.increment("requests_denied_keys_unavailable");
-                self.send_http_response(
-                    503,
-                    vec![("content-type", "application/json"), ("retry-after", "5")],
-                    Some(br#"{"error":"temporarily_unavailable","error_description":"signing keys not available yet"}"#),
+                self.keys.borrow_mut().observe(remote.id, state);
+            }
+        }
+    }
+
+    /// Starts a fetch when one is due (or an unknown `kid` asked for one and the window
+    /// allows it), taking the shared lease with compare-and-swap so one worker fetches.
+    fn maybe_fetch(&self, remote: &RemoteIssuer, now: u64) {
+        let wanted = {
+            let mut wanted = self.refetch_wanted.borrow_mut();
+            let before = wanted.len();
+            wanted.retain(|id| *id != remote.id);
+            wanted.len() != before
+        };
+        let busy = self
+            .in_flight
+            .borrow()
+            .values()
+            .any(|(id, _)| *id == remote.id);
+        if busy {
+            return;
+        }
+        let (Some(mut state), cas) = self.read_state(remote) else {
+            self.ensure_state(remote);
+            return;
+        };
+        let why = match state.due(now) {
+            Some(why) => why,
+            None if wanted && state.may_refetch(now, &remote.policy) => Why::UnknownKid,
+            None => return,
+        };
+        state.begin(now, why, &remote.policy);
+        if !self.write_state(remote, &state, cas) {
+            return; // another worker took the lease
+        }
+        log::debug!(
+            "mcp-oauth-filter: fetching keys of {:?} ({why:?})",
+            remote.issuer
+        );
+        let target = state.target(&remote.issuer, remote.jwks_uri.as_ref());
+        self.dispatch(remote, target);
+    }
+
+    fn dispatch(&self, remote: &RemoteIssuer, target: Target) {
+        let Ok(url) = HttpUrl::parse(target.url()) else {
+            self.finish(
+                remote,
+                Err(FetchError::Discovery("key URL is not an http(s) URL")),
+            );
+            return;
+        };
+        let mut path = if url.path.is_empty() {
+            "/".to_string()
+        } else {
+            url.path.clone()
+        };
+        if let Some(q) = &url.query {
+            path = format!("{path}?{q}");
+        }
+        let headers = vec![
+            (":method", "GET"),
+            (":path", path.as_str()),
+            (":authority", url.authority.as_str()),
+            (":scheme", url.scheme.as_str()),
+            ("accept", "application/json"),
+            ("user-agent", "mcp-oauth-filter"),
+        ];
+        let timeout = Duration::from_millis(remote.policy.fetch_timeout_ms);
+        match hostcalls::dispatch_http_call(&remote.cluster, headers, None, vec![], timeout) {
+            Ok(token) => {
+                self.in_flight
+                    .borrow_mut()
+                    .insert(token, (remote.id, target));
+            }
+            Err(status) => {
+                log::warn!(
+                    "mcp-oauth-filter: cannot fetch keys of {:?} through cluster {:?}: {status:?} (is the cluster defined?)",
+                    remote.issuer,
+                    remote.cluster
                 );
+                self.finish(remote, Err(FetchError::Status(0)));
+            }
+        }
+    }
+
+    /// A fetch answered (or timed out: no `:status`).
+    fn on_response(&self, token: u32, body_size: usize) {
+        let Some((id, target)) = self.in_flight.borrow_mut().remove(&token) else {
+            return;
+        };
+        let Some(remote) = self.remote(id) else {
+            return;
+        };
+        let header = |name: &str| {
+            hostcalls::get_map_value_bytes(MapType::HttpCallResponseHeaders, name)
+                .ok()
+                .flatten()
+                .map(|v| String::from_utf8_lossy(&v).into_owned())
+        };
+        let Some(status) = header(":status").and_then(|s| s.parse::<u16>().ok()) else {
+            self.finish(remote, Err(FetchError::Timeout));
+            return;
+        };
+        let limit = body_size.min(remote::MAX_DOCUMENT_BYTES + 1);
+        let body = hostcalls::get_buffer(BufferType::HttpCallResponseBody, 0, limit)
+            .ok()
+            .flatten()
+            .unwrap_or_default();
+        let body = if body_size > remote::MAX_DOCUMENT_BYTES {
+            vec![0; remote::MAX_DOCUMENT_BYTES + 1]
+        } else {
+            body
+        };
+        match target {
+            Target::Jwks(_) => match remote::read_jwks(status, &body) {
+                Ok((set, skipped)) => {
+                    for line in skipped {
+                        log::warn!("mcp-oauth-filter: keys of {:?}: {line}", remote.issuer);
+                    }
+                    let max_age = remote::max_age(header("cache-control").as_deref());
+                    self.store(remote, &body, max_age, set);
+                }
+                Err(e) => self.finish(remote, Err(e)),
+            },
+            discovery => {
+                let (Some(mut state), cas) = self.read_state(remote) else {
+                    return;
+                };
+                match state.on_discovery(&discovery, &remote.issuer, status, &body) {
+                    Ok(_) => {
+                        self.write_state(remote, &state, cas);
+                        let next = state.target(&remote.issuer, remote.jwks_uri.as_ref());
+                        self.dispatch(remote, next);
+                    }
+                    Err(e) => {
+                        self.write_state(remote, &state, cas);
+                        self.finish(remote, Err(e));
+                    }
+                }
+            }
+        }
+    }
+
+    /// Stores a good key set for every worker, then records the success.
+    fn store(
+        &self,
+        remote: &RemoteIssuer,
+        body: &[u8],
+        max_age: Option<u64>,
+        set: crate::keys::KeySet,
+    ) {
+        let _ = hostcalls::set_shared_data(&remote.jwks_key, Some(body), None);
+        let digest = remote::digest(body);
+        if let Some(state) = self.update_state(remote, |s, now| {
+            s.succeed(now, max_age, digest, &remote.policy)
+        }) {
+            log::info!(
+                "mcp-oauth-filter: fetched keys of {:?}: {} key(s), version {}, valid {} s",
+                remote.issuer,
+                set.len(),
+                state.version,
+                state.expires_at.saturating_sub(state.fetched_at)
+            );
+            self.keys.borrow_mut().install(remote.id, set, state);
+            self.metrics
+                .set("keys_in_use", self.keys.borrow().key_count() as u64);
+        }
+        self.metrics.increment("key_fetches_ok");
+        self.wake_waiters();
+    }
+
+    /// Records a failed fetch: the keys stay, a retry is scheduled with back-off.
+    fn finish(&self, remote: &RemoteIssuer, result: Result<(), FetchError>) {
+        let Err(error) = result else {
+            return;
+        };
+        if let Some(state) = self.update_state(remote, |s, now| s.fail(now, &error)) {
+            log::warn!(
+                "mcp-oauth-filter: key fetch for {:?} failed: {error} [{}]; retry in {} s{}",
+                remote.issuer,
+                error.code(),
+                state.retry_at.saturating_sub(now_ms() / 1000),
+                if state.version > 0 {
+                    ", keeping the last good keys"
+                } else {
+                    ""
+                }
+            );
+            self.keys.borrow_mut().observe(remote.id, state);
+        }
+        self.metrics.increment("key_fetches_failed");
+        self.wake_waiters();
+    }
+
+    /// Read-modify-write of the shared record, retried on a compare-and-swap conflict.
+    fn update_state(
+        &self,
+        remote: &RemoteIssuer,
+        change: impl Fn(&mut FetchState, u64),
+    ) -> Option<FetchState> {
+        for _ in 0..8 {
+            let (state, cas) = self.read_state(remote);
+            let mut state = state.unwrap_or_default();
+            change(&mut state, now_ms() / 1000);
+            if self.write_state(remote, &state, cas) {
+                return Some(state);
+            }
+        }
+        None
+    }
+}
+
+pub struct Root {
+    context_id: u32,
+    shared: Option<Rc<Shared>>,
+}
+
+impl Root {
+    pub fn new(context_id: u32) -> Root {
+        Root {
+            context_id,
+            shared: None,
+        }
+    }
+}
+
+impl Context for Root {
+    fn on_http_call_response(
+        &mut self,
+        token_id: u32,
+        _num_headers: usize,
+        body_size: usize,
+        _num_trailers: usize,
+    ) {
+        if let Some(shared) = &self.shared {
+            shared.on_response(token_id, body_size);
+        }
+    }
+}
+
+fn remote_issuers(config: &Config) -> Vec<RemoteIssuer> {
+    config
+        .issuers
+        .iter()
+        .enumerate()
+        .filter_map(|(id, issuer)| match &issuer.keys {
+            KeySource::Inline(_) => None,
+            KeySource::Remote {
+                cluster,
+                jwks_uri,
+                policy,
+            } => {
+                let source = jwks_uri.as_ref().map_or("discover".to_string(), |u| {
+                    format!("{}{}", u.origin(), u.path)
+                });
+                let base = format!(
+                    "mcp-oauth-filter/v1/keys/{}|{}|{}",
+                    issuer.issuer, cluster, source
+                );
+                Some(RemoteIssuer {
+                    id,
+                    issuer: issuer.issuer.clone(),
+                    cluster: cluster.clone(),
+                    jwks_uri: jwks_uri.clone(),
+                    policy: *policy,
+                    state_key: format!("{base}/state"),
+                    jwks_key: format!("{base}/jwks"),
+                })
+            }
+        })
+        .collect()
+}
+
+impl RootContext for Root {
+    fn on_configure(&mut self, _plugin_configuration_size: usize) -> bool {
+        let text = self.get_plugin_configuration().unwrap_or_default();
+        let config = match Config::from_json(&text) {
+            Ok(config) => config,
+            Err(e) => {
+                log::error!(
+                    "mcp-oauth-filter: invalid configuration: {e} [{}]",
+                    e.kind.code()
+                );
+                return false;
+            }
+        };
+        for warning in &config.warnings {
+            log::warn!("mcp-oauth-filter: configuration: {warning}");
+        }
+        log::info!(
+            "mcp-oauth-filter: configured {} resource(s), {} issuer(s)",
+            config.resources.len(),
+            config.issuers.len()
+        );
+        let shared = Shared {
+            root_context_id: self.context_id,
+            keys: RefCell::new(KeyRing::new(&config)),
+            remotes: remote_issuers(&config),
+            config,
+            metrics: Metrics::default(),
+            waiters: RefCell::default(),
+            refetch_wanted: RefCell::default(),
+            in_flight: RefCell::default(),
+        };
+        for remote in &shared.remotes {
+            shared.ensure_state(remote);
+            shared.sync(remote);
+        }
+        if !shared.remotes.is_empty() {
+            self.set_tick_period(TICK);
+        }
+        self.shared = Some(Rc::new(shared));
+        true
+    }
+
+    fn on_tick(&mut self) {
+        let Some(shared) = &self.shared else {
+            return;
+        };
+        let now = now_ms() / 1000;
+        for remote in &shared.remotes {
+            shared.sync(remote);
+            shared.maybe_fetch(remote, now);
+        }
+        shared.wake_waiters();
+    }
+
+    fn create_http_context(&self, context_id: u32) -> Option<Box<dyn HttpContext>> {
+        Some(Box::new(Http {
+            context_id,
+            shared: self.shared.clone(),
+            stopped: false,
+        }))
+    }
+
+    fn get_type(&self) -> Option<ContextType> {
+        Some(ContextType::HttpContext)
+    }
+}
+
+struct Http {
+    context_id: u32,
+    /// `None` only if the configuration was refused and the host created a context anyway.
+    shared: Option<Rc<Shared>>,
+    /// A response was sent: nothing of this request may move on.
+    stopped: bool,
+}
+
+impl Context for Http {}
+
+impl HttpContext for Http {
+    fn on_http_request_headers(&mut self, _num_headers: usize, _end_of_stream: bool) -> Action {
+        let Some(shared) = self.shared.clone() else {
+            self.stopped = true;
+            self.send_http_response(
+                503,
+                vec![("content-type", "application/json")],
+                Some(br#"{"error":"temporarily_unavailable","error_description":"authorization filter not configured"}"#),
+            );
+            return Action::Pause;
+        };
+        let headers = Headers::read(&shared.config);
+        let now = self
+            .get_current_time()
+            .duration_since(UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_secs();
+        let applied = {
+            let keys = shared.keys.borrow();
+            let decision = decide(&shared.config, &*keys, &headers.request(), now);
+            shared.apply(&headers, decision)
+        };
+        match applied {
+            Applied::Continue => Action::Continue,
+            Applied::Stopped => {
+                self.stopped = true;
                 Action::Pause
             }
+            Applied::Wait { issuer, refetch } => {
+                shared.hold(self.context_id, headers, issuer, refetch);
+                Action::Pause
+            }
+        }
+    }
+
+    fn on_http_request_body(&mut self, _body_size: usize, _end_of_stream: bool) -> Action {
+        // With `allow_on_headers_stop_iteration`, body chunks arrive while the headers are
+        // held; continuing here would release the request before it is decided.
+        let held = self
+            .shared
+            .as_ref()
+            .is_some_and(|s| s.is_waiting(self.context_id));
+        if self.stopped || held {
+            Action::Pause
+        } else {
+            Action::Continue
+        }
+    }
+
+    fn on_log(&mut self) {
+        if let Some(shared) = &self.shared {
+            shared.forget(self.context_id);
         }
     }
 }

@@ -1,38 +1,132 @@
 //! The key sets a worker verifies with, one slot per configured issuer: inline keys are there
-//! from the start; fetched keys (SPEC §7) fill their slot when they arrive.
+//! from the start; fetched keys (SPEC §7) fill their slot when the shared record says a new
+//! version is stored, together with the worker's copy of that record.
 
 use crate::config::{Config, IssuerId, KeySource};
 use crate::keys::KeySet;
+use crate::remote::{FetchPolicy, FetchState};
 use crate::verify::KeyStore;
 
 #[derive(Debug, Clone, Default)]
+struct Slot {
+    set: Option<KeySet>,
+    /// The last copy of the shared fetch record (fetched keys only).
+    state: FetchState,
+    policy: Option<FetchPolicy>,
+}
+
+#[derive(Debug, Clone, Default)]
 pub struct KeyRing {
-    sets: Vec<Option<KeySet>>,
+    slots: Vec<Slot>,
 }
 
 impl KeyRing {
     pub fn new(config: &Config) -> KeyRing {
-        let sets = config
+        let slots = config
             .issuers
             .iter()
             .map(|issuer| match &issuer.keys {
-                KeySource::Inline(set) => Some(set.clone()),
-                KeySource::Remote { .. } => None,
+                KeySource::Inline(set) => Slot {
+                    set: Some(set.clone()),
+                    ..Slot::default()
+                },
+                KeySource::Remote { policy, .. } => Slot {
+                    policy: Some(*policy),
+                    ..Slot::default()
+                },
             })
             .collect();
-        KeyRing { sets }
+        KeyRing { slots }
     }
 
-    /// Replaces an issuer's keys (a fetched set arrived).
-    pub fn install(&mut self, issuer: IssuerId, set: KeySet) {
-        if let Some(slot) = self.sets.get_mut(issuer) {
-            *slot = Some(set);
+    /// Installs a fetched key set and the record that describes it.
+    pub fn install(&mut self, issuer: IssuerId, set: KeySet, state: FetchState) {
+        if let Some(slot) = self.slots.get_mut(issuer) {
+            slot.set = Some(set);
+            slot.state = state;
         }
+    }
+
+    /// Records the latest shared fetch record (keys unchanged).
+    pub fn observe(&mut self, issuer: IssuerId, state: FetchState) {
+        if let Some(slot) = self.slots.get_mut(issuer) {
+            slot.state = state;
+        }
+    }
+
+    pub fn state(&self, issuer: IssuerId) -> Option<&FetchState> {
+        self.slots.get(issuer).map(|s| &s.state)
+    }
+
+    /// Version of the key set this worker verifies with (0: none fetched yet).
+    pub fn installed_version(&self, issuer: IssuerId) -> u64 {
+        self.slots
+            .get(issuer)
+            .filter(|s| s.set.is_some())
+            .map_or(0, |s| s.state.version)
+    }
+
+    /// Keys in use across all issuers.
+    pub fn key_count(&self) -> usize {
+        self.slots
+            .iter()
+            .filter_map(|s| s.set.as_ref())
+            .map(KeySet::len)
+            .sum()
     }
 }
 
 impl KeyStore for KeyRing {
     fn keys(&self, issuer: IssuerId) -> Option<&KeySet> {
-        self.sets.get(issuer)?.as_ref()
+        self.slots.get(issuer)?.set.as_ref()
+    }
+
+    fn refetch_allowed(&self, issuer: IssuerId, now: u64) -> bool {
+        self.slots
+            .get(issuer)
+            .and_then(|s| Some(s.state.may_refetch(now, s.policy.as_ref()?)))
+            .unwrap_or(false)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::tests::{base, base_json, compile};
+    use crate::keys::tests::fixture_set;
+    use crate::remote::Why;
+    use serde_json::json;
+
+    const T0: u64 = 1_800_000_000;
+
+    #[test]
+    fn inline_keys_are_ready_and_never_refetched() {
+        let c = base();
+        let ring = KeyRing::new(&c);
+        assert!(ring.keys(0).is_some());
+        assert!(!ring.refetch_allowed(0, T0));
+        assert_eq!(ring.key_count(), 6);
+    }
+
+    #[test]
+    fn fetched_keys_arrive_by_install_and_refetch_follows_the_shared_record() {
+        let mut v = base_json();
+        v["issuers"][0] = json!({"issuer": "https://auth.example.com", "cluster": "auth"});
+        let c = compile(&v).unwrap();
+        let mut ring = KeyRing::new(&c);
+        assert!(ring.keys(0).is_none());
+        assert!(
+            !ring.refetch_allowed(0, T0),
+            "nothing to refetch before the first load"
+        );
+        let mut state = FetchState::default();
+        state.begin(T0, Why::Initial, &FetchPolicy::default());
+        state.succeed(T0, None, 1, &FetchPolicy::default());
+        ring.install(0, fixture_set(), state.clone());
+        assert_eq!(ring.installed_version(0), 1);
+        assert!(ring.refetch_allowed(0, T0 + 1));
+        state.begin(T0 + 1, Why::UnknownKid, &FetchPolicy::default());
+        ring.observe(0, state);
+        assert!(!ring.refetch_allowed(0, T0 + 2));
     }
 }

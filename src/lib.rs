@@ -17,6 +17,7 @@ pub mod keyring;
 pub mod keys;
 pub mod metadata;
 pub mod paths;
+pub mod remote;
 pub mod scopes;
 pub mod url;
 pub mod verify;
@@ -27,7 +28,7 @@ mod filter;
 #[cfg(target_arch = "wasm32")]
 proxy_wasm::main! {{
     proxy_wasm::set_log_level(proxy_wasm::types::LogLevel::Trace);
-    proxy_wasm::set_root_context(|_| -> Box<dyn proxy_wasm::traits::RootContext> {
-        Box::new(filter::Root::default())
+    proxy_wasm::set_root_context(|context_id| -> Box<dyn proxy_wasm::traits::RootContext> {
+        Box::new(filter::Root::new(context_id))
     });
 }}

@@ -92,6 +92,11 @@ impl AuthError {
 /// still be loading.
 pub trait KeyStore {
     fn keys(&self, issuer: IssuerId) -> Option<&KeySet>;
+
+    /// Whether an unknown `kid` may trigger a refetch of the issuer's keys now (SPEC §7).
+    fn refetch_allowed(&self, _issuer: IssuerId, _now: u64) -> bool {
+        false
+    }
 }
 
 fn segment_error(part: &'static str, e: SegmentError) -> AuthError {

@@ -1,0 +1,567 @@
+//! Remote keys (SPEC §7): when to fetch an issuer's JWKS, from where (configured `jwks_uri`,
+//! or discovered through RFC 8414 then OpenID Connect Discovery), and what a response means.
+//!
+//! This is a pure state machine over [`FetchState`], a small record every worker shares
+//! through proxy-wasm shared data: the glue drives it from `on_tick` and
+//! `on_http_call_response`, and compare-and-swap on that record makes one worker fetch for
+//! all of them. Good keys are never replaced by a bad response; a failed fetch keeps the last
+//! good keys and retries with exponential back-off.
+
+use crate::keys::{JwkOutcome, KeySet, KeysError};
+use crate::url::HttpUrl;
+use serde::{Deserialize, Serialize};
+use std::fmt;
+
+/// Largest JWKS or discovery document accepted.
+pub const MAX_DOCUMENT_BYTES: usize = 256 * 1024;
+pub const MIN_CACHE_SECONDS: u64 = 60;
+pub const MAX_CACHE_SECONDS: u64 = 24 * 3600;
+const MAX_BACKOFF_SECONDS: u64 = 300;
+
+/// Per-issuer tunables (configuration fields, documented in the README).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FetchPolicy {
+    /// Key lifetime when the response has no `Cache-Control: max-age`.
+    pub cache_seconds: u64,
+    /// Least time between two refetches caused by an unknown `kid`.
+    pub refetch_interval_seconds: u64,
+    pub fetch_timeout_ms: u64,
+    /// How long a request waits for the issuer's first key set before a 503.
+    pub wait_ms: u64,
+}
+
+impl Default for FetchPolicy {
+    fn default() -> FetchPolicy {
+        FetchPolicy {
+            cache_seconds: 900,
+            refetch_interval_seconds: 30,
+            fetch_timeout_ms: 5000,
+            wait_ms: 5000,
+        }
+    }
+}
+
+impl FetchPolicy {
+    fn lease_seconds(&self) -> u64 {
+        // Long enough for discovery plus the key set, two requests in a row.
+        2 * self.fetch_timeout_ms.div_ceil(1000) + 1
+    }
+}
+
+/// Why a fetch starts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Why {
+    Initial,
+    Refresh,
+    Retry,
+    UnknownKid,
+}
+
+/// Which document the next request asks for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Target {
+    Jwks(String),
+    /// RFC 8414 §3: `/.well-known/oauth-authorization-server` + issuer path.
+    AuthorizationServerMetadata(String),
+    /// OpenID Connect Discovery 1.0 §4: issuer + `/.well-known/openid-configuration`.
+    OpenIdConfiguration(String),
+}
+
+impl Target {
+    pub fn url(&self) -> &str {
+        match self {
+            Target::Jwks(u)
+            | Target::AuthorizationServerMetadata(u)
+            | Target::OpenIdConfiguration(u) => u,
+        }
+    }
+}
+
+/// The shared fetch record of one issuer.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FetchState {
+    /// Bumped each time a different key set is stored; 0 = never loaded.
+    pub version: u64,
+    /// Bumped at the end of every fetch, successful or not (wakes waiting requests).
+    pub generation: u64,
+    pub fetched_at: u64,
+    pub expires_at: u64,
+    /// A worker is fetching until then.
+    pub lease_until: u64,
+    pub failures: u32,
+    pub retry_at: u64,
+    pub last_on_demand: u64,
+    /// The key set URL found by discovery.
+    pub discovered_jwks_uri: Option<String>,
+    /// Discovery fell back to OpenID Connect (RFC 8414 metadata was not there).
+    pub use_openid: bool,
+    pub last_error: Option<String>,
+    /// Identifies the key set bytes stored beside this record.
+    pub digest: u64,
+}
+
+/// Why a fetch failed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum FetchError {
+    Status(u16),
+    TooLarge,
+    Keys(KeysError),
+    Discovery(&'static str),
+    Timeout,
+}
+
+impl FetchError {
+    pub fn code(&self) -> &'static str {
+        match self {
+            FetchError::Status(_) => "http_status",
+            FetchError::TooLarge => "too_large",
+            FetchError::Keys(e) => e.code(),
+            FetchError::Discovery(_) => "discovery",
+            FetchError::Timeout => "timeout",
+        }
+    }
+}
+
+impl fmt::Display for FetchError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            FetchError::Status(s) => write!(f, "HTTP status {s}"),
+            FetchError::TooLarge => write!(f, "document larger than {MAX_DOCUMENT_BYTES} bytes"),
+            FetchError::Keys(e) => write!(f, "JWK set {e}"),
+            FetchError::Discovery(why) => f.write_str(why),
+            FetchError::Timeout => f.write_str("no response (timeout or connection failure)"),
+        }
+    }
+}
+
+impl FetchState {
+    fn lease_active(&self, now: u64) -> bool {
+        self.lease_until > now
+    }
+
+    /// When a loaded key set is refreshed: three quarters into its lifetime, so fresh keys
+    /// are in place before the old ones expire.
+    pub fn refresh_at(&self) -> u64 {
+        self.fetched_at + (self.expires_at.saturating_sub(self.fetched_at)) * 3 / 4
+    }
+
+    /// Whether a scheduled fetch is due at `now`.
+    pub fn due(&self, now: u64) -> Option<Why> {
+        if self.lease_active(now) || now < self.retry_at {
+            return None;
+        }
+        if self.version == 0 {
+            return Some(if self.failures > 0 {
+                Why::Retry
+            } else {
+                Why::Initial
+            });
+        }
+        if self.failures > 0 {
+            return Some(Why::Retry);
+        }
+        (now >= self.refresh_at()).then_some(Why::Refresh)
+    }
+
+    /// Whether an unknown `kid` may trigger a refetch now (SPEC §7 rate limit).
+    pub fn may_refetch(&self, now: u64, policy: &FetchPolicy) -> bool {
+        self.version > 0
+            && !self.lease_active(now)
+            && now
+                >= self
+                    .last_on_demand
+                    .saturating_add(policy.refetch_interval_seconds)
+    }
+
+    /// Takes the fetch lease (the caller then compare-and-swaps this record).
+    pub fn begin(&mut self, now: u64, why: Why, policy: &FetchPolicy) {
+        self.lease_until = now + policy.lease_seconds();
+        if why == Why::UnknownKid {
+            self.last_on_demand = now;
+        }
+    }
+
+    /// A key set was fetched; `digest` identifies its bytes.
+    pub fn succeed(&mut self, now: u64, max_age: Option<u64>, digest: u64, policy: &FetchPolicy) {
+        let ttl = max_age
+            .unwrap_or(policy.cache_seconds)
+            .clamp(MIN_CACHE_SECONDS, MAX_CACHE_SECONDS);
+        if digest != self.digest || self.version == 0 {
+            self.version += 1;
+            self.digest = digest;
+        }
+        self.generation += 1;
+        self.fetched_at = now;
+        self.expires_at = now + ttl;
+        self.lease_until = 0;
+        self.failures = 0;
+        self.retry_at = 0;
+        self.last_error = None;
+    }
+
+    /// A fetch failed: keep the keys, retry after 1, 2, 4, ... seconds (at most 5 minutes).
+    pub fn fail(&mut self, now: u64, error: &FetchError) {
+        self.failures = self.failures.saturating_add(1);
+        let backoff = 1u64 << (self.failures - 1).min(16);
+        self.retry_at = now + backoff.min(MAX_BACKOFF_SECONDS);
+        self.generation += 1;
+        self.lease_until = 0;
+        self.last_error = Some(error.to_string());
+    }
+
+    /// The next document to ask for.
+    pub fn target(&self, issuer: &str, jwks_uri: Option<&HttpUrl>) -> Target {
+        if let Some(uri) = jwks_uri {
+            return Target::Jwks(format!("{}{}{}", uri.origin(), uri.path, query_suffix(uri)));
+        }
+        if let Some(uri) = &self.discovered_jwks_uri {
+            return Target::Jwks(uri.clone());
+        }
+        let trimmed = issuer.trim_end_matches('/');
+        if self.use_openid {
+            return Target::OpenIdConfiguration(format!(
+                "{trimmed}/.well-known/openid-configuration"
+            ));
+        }
+        // RFC 8414 §3.1: the well-known suffix goes between host and path.
+        match HttpUrl::parse(issuer) {
+            Ok(url) => Target::AuthorizationServerMetadata(format!(
+                "{}/.well-known/oauth-authorization-server{}",
+                url.origin(),
+                url.path.trim_end_matches('/')
+            )),
+            Err(_) => {
+                Target::OpenIdConfiguration(format!("{trimmed}/.well-known/openid-configuration"))
+            }
+        }
+    }
+
+    /// Reads a discovery document. `Ok(true)`: the key set URL is known, fetch it next;
+    /// `Ok(false)`: try OpenID Connect discovery next; `Err`: the fetch failed.
+    pub fn on_discovery(
+        &mut self,
+        target: &Target,
+        issuer: &str,
+        status: u16,
+        body: &[u8],
+    ) -> Result<bool, FetchError> {
+        let result = read_discovery(issuer, status, body);
+        match (result, target) {
+            (Ok(uri), _) => {
+                self.discovered_jwks_uri = Some(uri);
+                Ok(true)
+            }
+            (Err(_), Target::AuthorizationServerMetadata(_)) if !self.use_openid => {
+                self.use_openid = true;
+                Ok(false)
+            }
+            (Err(e), _) => {
+                // Start over from RFC 8414 next time.
+                self.use_openid = false;
+                Err(e)
+            }
+        }
+    }
+}
+
+fn query_suffix(uri: &HttpUrl) -> String {
+    uri.query
+        .as_ref()
+        .map(|q| format!("?{q}"))
+        .unwrap_or_default()
+}
+
+fn read_discovery(issuer: &str, status: u16, body: &[u8]) -> Result<String, FetchError> {
+    if status != 200 {
+        return Err(FetchError::Status(status));
+    }
+    if body.len() > MAX_DOCUMENT_BYTES {
+        return Err(FetchError::TooLarge);
+    }
+    let doc: serde_json::Value = serde_json::from_slice(body)
+        .map_err(|_| FetchError::Discovery("discovery document is not JSON"))?;
+    // RFC 8414 §3.3 / OIDC Discovery §4.3: the document must name the same issuer.
+    if doc.get("issuer").and_then(|v| v.as_str()) != Some(issuer) {
+        return Err(FetchError::Discovery(
+            "discovery document names another issuer",
+        ));
+    }
+    let uri = doc
+        .get("jwks_uri")
+        .and_then(|v| v.as_str())
+        .ok_or(FetchError::Discovery("discovery document has no jwks_uri"))?;
+    HttpUrl::parse(uri)
+        .map_err(|_| FetchError::Discovery("discovery jwks_uri is not an http(s) URL"))?;
+    Ok(uri.to_string())
+}
+
+/// Reads a JWKS response. Returns the key set and a line per skipped key.
+pub fn read_jwks(status: u16, body: &[u8]) -> Result<(KeySet, Vec<String>), FetchError> {
+    if status != 200 {
+        return Err(FetchError::Status(status));
+    }
+    if body.len() > MAX_DOCUMENT_BYTES {
+        return Err(FetchError::TooLarge);
+    }
+    let doc: serde_json::Value =
+        serde_json::from_slice(body).map_err(|_| FetchError::Keys(KeysError::NotJson))?;
+    let (set, unused) = KeySet::from_jwks(&doc).map_err(FetchError::Keys)?;
+    if set.is_empty() {
+        return Err(FetchError::Keys(KeysError::NoUsableKey));
+    }
+    let skipped = unused
+        .into_iter()
+        .map(|(i, outcome)| match outcome {
+            JwkOutcome::Skipped(why) => format!("keys[{i}] skipped: {why}"),
+            JwkOutcome::Invalid { member, reason } => {
+                format!("keys[{i}].{member} {reason}: skipped")
+            }
+            JwkOutcome::Usable(_) => String::new(),
+        })
+        .collect();
+    Ok((set, skipped))
+}
+
+/// `max-age` from a `Cache-Control` value (RFC 9111 §5.2.2.1); `no-store`/`no-cache` mean 0.
+pub fn max_age(cache_control: Option<&str>) -> Option<u64> {
+    let value = cache_control?;
+    let mut found = None;
+    for directive in value.split(',') {
+        let directive = directive.trim();
+        let (name, arg) = match directive.split_once('=') {
+            Some((n, a)) => (n.trim(), Some(a.trim().trim_matches('"'))),
+            None => (directive, None),
+        };
+        if name.eq_ignore_ascii_case("no-store") || name.eq_ignore_ascii_case("no-cache") {
+            return Some(0);
+        }
+        if name.eq_ignore_ascii_case("max-age") {
+            found = arg.and_then(|a| a.parse::<u64>().ok());
+        }
+    }
+    found
+}
+
+/// A 64-bit FNV-1a digest: tells workers whether a refetched key set changed.
+pub fn digest(bytes: &[u8]) -> u64 {
+    bytes.iter().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
+        (h ^ u64::from(*b)).wrapping_mul(0x0000_0100_0000_01b3)
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const T0: u64 = 1_800_000_000;
+
+    fn policy() -> FetchPolicy {
+        FetchPolicy::default()
+    }
+
+    fn loaded(max_age: Option<u64>) -> FetchState {
+        let mut s = FetchState::default();
+        s.begin(T0, Why::Initial, &policy());
+        s.succeed(T0, max_age, 7, &policy());
+        s
+    }
+
+    #[test]
+    fn fetches_at_once_when_never_loaded_and_not_while_leased() {
+        let mut s = FetchState::default();
+        assert_eq!(s.due(T0), Some(Why::Initial));
+        s.begin(T0, Why::Initial, &policy());
+        assert_eq!(s.due(T0 + 1), None);
+        assert_eq!(
+            s.due(T0 + 100),
+            Some(Why::Initial),
+            "an abandoned lease expires"
+        );
+    }
+
+    #[test]
+    fn caches_for_max_age_bounded_and_refreshes_ahead_of_expiry() {
+        let s = loaded(None);
+        assert_eq!(s.expires_at, T0 + 900);
+        assert_eq!(s.due(T0 + 600), None);
+        assert_eq!(s.due(T0 + 675), Some(Why::Refresh));
+        assert_eq!(loaded(Some(5)).expires_at, T0 + 60);
+        assert_eq!(loaded(Some(10 * 86400)).expires_at, T0 + 86400);
+        assert_eq!(loaded(Some(120)).due(T0 + 90), Some(Why::Refresh));
+    }
+
+    #[test]
+    fn backs_off_exponentially_and_keeps_stale_keys() {
+        let mut s = loaded(None);
+        let version = s.version;
+        s.begin(T0 + 700, Why::Refresh, &policy());
+        s.fail(T0 + 700, &FetchError::Status(500));
+        assert_eq!(s.version, version, "keys kept");
+        assert_eq!(s.retry_at, T0 + 701);
+        assert_eq!(s.due(T0 + 700), None);
+        assert_eq!(s.due(T0 + 701), Some(Why::Retry));
+        for _ in 0..3 {
+            s.fail(T0 + 701, &FetchError::Timeout);
+        }
+        assert_eq!(s.retry_at, T0 + 701 + 8);
+        for _ in 0..20 {
+            s.fail(T0 + 800, &FetchError::Timeout);
+        }
+        assert_eq!(s.retry_at, T0 + 800 + MAX_BACKOFF_SECONDS);
+        s.succeed(T0 + 2000, None, 7, &policy());
+        assert_eq!(
+            (s.failures, s.retry_at, s.version),
+            (0, 0, version),
+            "same bytes, same version"
+        );
+        s.succeed(T0 + 3000, None, 8, &policy());
+        assert_eq!(s.version, version + 1);
+    }
+
+    #[test]
+    fn rate_limits_unknown_kid_refetches() {
+        let p = policy();
+        let mut s = loaded(None);
+        assert!(s.may_refetch(T0 + 1, &p));
+        s.begin(T0 + 1, Why::UnknownKid, &p);
+        assert!(!s.may_refetch(T0 + 2, &p), "in flight");
+        s.succeed(T0 + 2, None, 7, &p);
+        assert!(!s.may_refetch(T0 + 30, &p));
+        assert!(s.may_refetch(T0 + 31, &p));
+        // Scheduled fetches do not consume the window.
+        let mut s = loaded(None);
+        s.begin(T0 + 5, Why::Refresh, &p);
+        s.succeed(T0 + 6, None, 7, &p);
+        assert!(s.may_refetch(T0 + 6, &p));
+        assert!(
+            !FetchState::default().may_refetch(T0, &p),
+            "nothing loaded yet: wait, do not refetch"
+        );
+    }
+
+    #[test]
+    fn builds_discovery_urls_per_rfc8414_then_oidc() {
+        let mut s = FetchState::default();
+        assert_eq!(
+            s.target("https://as.example.com/tenant/1", None),
+            Target::AuthorizationServerMetadata(
+                "https://as.example.com/.well-known/oauth-authorization-server/tenant/1".into()
+            )
+        );
+        assert_eq!(
+            s.target("https://as.example.com", None).url(),
+            "https://as.example.com/.well-known/oauth-authorization-server"
+        );
+        let rfc = s.target("https://as.example.com/tenant/1", None);
+        assert_eq!(
+            s.on_discovery(&rfc, "https://as.example.com/tenant/1", 404, b""),
+            Ok(false)
+        );
+        assert_eq!(
+            s.target("https://as.example.com/tenant/1", None),
+            Target::OpenIdConfiguration(
+                "https://as.example.com/tenant/1/.well-known/openid-configuration".into()
+            )
+        );
+        let oidc = s.target("https://as.example.com/tenant/1", None);
+        let doc = br#"{"issuer":"https://as.example.com/tenant/1","jwks_uri":"https://keys.example.com/jwks"}"#;
+        assert_eq!(
+            s.on_discovery(&oidc, "https://as.example.com/tenant/1", 200, doc),
+            Ok(true)
+        );
+        assert_eq!(
+            s.target("https://as.example.com/tenant/1", None),
+            Target::Jwks("https://keys.example.com/jwks".into())
+        );
+        let configured = HttpUrl::parse("https://as.example.com/jwks?v=2").unwrap();
+        assert_eq!(
+            FetchState::default()
+                .target("https://x", Some(&configured))
+                .url(),
+            "https://as.example.com/jwks?v=2"
+        );
+    }
+
+    #[test]
+    fn refuses_discovery_documents_for_another_issuer_or_without_keys() {
+        let issuer = "https://as.example.com";
+        let cases: [(&[u8], &str); 4] = [
+            (
+                br#"{"issuer":"https://as.example.com/","jwks_uri":"https://k/j"}"#,
+                "discovery document names another issuer",
+            ),
+            (
+                br#"{"issuer":"https://as.example.com"}"#,
+                "discovery document has no jwks_uri",
+            ),
+            (
+                br#"{"issuer":"https://as.example.com","jwks_uri":"file:///etc/passwd"}"#,
+                "discovery jwks_uri is not an http(s) URL",
+            ),
+            (b"<html>", "discovery document is not JSON"),
+        ];
+        for (body, why) in cases {
+            let mut s = FetchState {
+                use_openid: true,
+                ..FetchState::default()
+            };
+            let t = s.target(issuer, None);
+            assert_eq!(
+                s.on_discovery(&t, issuer, 200, body),
+                Err(FetchError::Discovery(why))
+            );
+            assert!(!s.use_openid, "starts over from RFC 8414");
+        }
+    }
+
+    #[test]
+    fn reads_jwks_responses_and_refuses_what_would_replace_good_keys_with_nothing() {
+        let jwks = std::fs::read(format!(
+            "{}/tests/fixtures/jwks.json",
+            env!("CARGO_MANIFEST_DIR")
+        ))
+        .unwrap();
+        let (set, skipped) = read_jwks(200, &jwks).unwrap();
+        assert_eq!((set.len(), skipped.len()), (5, 0));
+        assert_eq!(read_jwks(503, &jwks).unwrap_err(), FetchError::Status(503));
+        assert_eq!(
+            read_jwks(200, b"garbage").unwrap_err(),
+            FetchError::Keys(KeysError::NotJson)
+        );
+        assert_eq!(
+            read_jwks(200, br#"{"keys":[]}"#).unwrap_err(),
+            FetchError::Keys(KeysError::NoUsableKey)
+        );
+        assert_eq!(
+            read_jwks(200, br#"{"keys":[{"kty":"oct","k":"AA"}]}"#).unwrap_err(),
+            FetchError::Keys(KeysError::NoUsableKey)
+        );
+        let big = vec![b' '; MAX_DOCUMENT_BYTES + 1];
+        assert_eq!(read_jwks(200, &big).unwrap_err(), FetchError::TooLarge);
+        let mixed = br#"{"keys":[{"kty":"oct","k":"AA"},{"kty":"OKP","crv":"Ed25519","x":"pZIJzoNHgKL9XeD4AKKJxfYgrAGUnORL2i_OMBwlRlw"}]}"#;
+        let (set, skipped) = read_jwks(200, mixed).unwrap();
+        assert_eq!(set.len(), 1);
+        assert_eq!(
+            skipped,
+            ["keys[0] skipped: symmetric (oct) keys are never used"]
+        );
+    }
+
+    #[test]
+    fn reads_max_age_from_cache_control() {
+        assert_eq!(max_age(Some("public, max-age=300")), Some(300));
+        assert_eq!(max_age(Some("Max-Age=\"60\"")), Some(60));
+        assert_eq!(max_age(Some("no-store")), Some(0));
+        assert_eq!(max_age(Some("public")), None);
+        assert_eq!(max_age(Some("max-age=abc")), None);
+        assert_eq!(max_age(None), None);
+    }
+
+    #[test]
+    fn shared_record_round_trips_through_json() {
+        let s = loaded(Some(120));
+        let bytes = serde_json::to_vec(&s).unwrap();
+        assert_eq!(serde_json::from_slice::<FetchState>(&bytes).unwrap(), s);
+        assert_ne!(digest(b"a"), digest(b"b"));
+    }
+}
