@@ -20,6 +20,8 @@ pub const MAX_CLOCK_SKEW: u64 = 600;
 pub const DEFAULT_MAX_TOKEN_BYTES: usize = 8192;
 pub const MIN_MAX_TOKEN_BYTES: usize = 512;
 pub const MAX_MAX_TOKEN_BYTES: usize = 65536;
+pub const DEFAULT_TOKEN_CACHE_SIZE: usize = 4096;
+pub const MAX_TOKEN_CACHE_SIZE: usize = 1_000_000;
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -34,6 +36,8 @@ pub struct RawConfig {
     pub forward_authorization: bool,
     #[serde(default)]
     pub claims_to_headers: BTreeMap<String, String>,
+    #[serde(default = "default_token_cache_size")]
+    pub token_cache_size: usize,
 }
 
 fn default_clock_skew() -> u64 {
@@ -42,6 +46,10 @@ fn default_clock_skew() -> u64 {
 
 fn default_max_token_bytes() -> usize {
     DEFAULT_MAX_TOKEN_BYTES
+}
+
+fn default_token_cache_size() -> usize {
+    DEFAULT_TOKEN_CACHE_SIZE
 }
 
 #[derive(Debug, Deserialize)]
@@ -234,6 +242,8 @@ pub struct Config {
     pub clock_skew: u64,
     pub max_token_bytes: usize,
     pub forward_authorization: bool,
+    /// Entries of the per-worker verified-token cache (0 disables it).
+    pub token_cache_size: usize,
     /// `(header, claim)`, header names lower-cased.
     pub claim_headers: Vec<(String, String)>,
     /// Things worth a log line that do not make the configuration invalid.
@@ -273,6 +283,15 @@ impl Config {
                 ConfigErrorKind::OutOfRange {
                     min: MIN_MAX_TOKEN_BYTES as u64,
                     max: MAX_MAX_TOKEN_BYTES as u64,
+                },
+            ));
+        }
+        if raw.token_cache_size > MAX_TOKEN_CACHE_SIZE {
+            return Err(err(
+                "token_cache_size",
+                ConfigErrorKind::OutOfRange {
+                    min: 0,
+                    max: MAX_TOKEN_CACHE_SIZE as u64,
                 },
             ));
         }
@@ -327,6 +346,7 @@ impl Config {
             clock_skew: raw.clock_skew_seconds,
             max_token_bytes: raw.max_token_bytes,
             forward_authorization: raw.forward_authorization,
+            token_cache_size: raw.token_cache_size,
             claim_headers,
             warnings,
         })
@@ -804,6 +824,7 @@ pub(crate) mod tests {
         assert_eq!(c.clock_skew, 60);
         assert_eq!(c.max_token_bytes, 8192);
         assert!(!c.forward_authorization);
+        assert_eq!(c.token_cache_size, 4096);
         assert_eq!(
             c.claim_headers,
             vec![("x-mcp-subject".to_string(), "sub".to_string())]
@@ -1072,6 +1093,9 @@ pub(crate) mod tests {
         let mut v = base_json();
         v["max_token_bytes"] = json!(10);
         assert_eq!(error_of(v), ("max_token_bytes".into(), "out_of_range"));
+        let mut v = base_json();
+        v["token_cache_size"] = json!(2_000_000);
+        assert_eq!(error_of(v), ("token_cache_size".into(), "out_of_range"));
     }
 
     #[test]

@@ -8,6 +8,7 @@ use crate::decide::{decide, Decision, Outcome, Request, ALLOWED_METRIC};
 use crate::keyring::KeyRing;
 use crate::remote::{self, FetchError, FetchPolicy, FetchState, Target, Why};
 use crate::url::HttpUrl;
+use crate::verify::KeyStore;
 use proxy_wasm::hostcalls;
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
 use proxy_wasm::types::{Action, BufferType, ContextType, MapType, MetricType};
@@ -46,8 +47,24 @@ impl Metrics {
     }
 
     fn increment(&self, name: &str) {
+        self.add(name, 1);
+    }
+
+    fn add(&self, name: &str, n: u64) {
+        if n == 0 {
+            return;
+        }
         if let Some(id) = self.id(name, MetricType::Counter) {
-            let _ = hostcalls::increment_metric(id, 1);
+            let _ = hostcalls::increment_metric(id, n as i64);
+        }
+    }
+
+    /// Moves the token cache's hit and miss counts into the counters.
+    fn count_cache(&self, keys: &KeyRing) {
+        if let Some(cache) = keys.cache() {
+            let (hits, misses) = cache.take_counts();
+            self.add("token_cache_hits", hits);
+            self.add("token_cache_misses", misses);
         }
     }
 
@@ -266,6 +283,7 @@ impl Shared {
             let decision = {
                 let keys = self.keys.borrow();
                 let decision = decide(&self.config, &*keys, &w.headers.request(), now_ms / 1000);
+                self.metrics.count_cache(&keys);
                 // Owned outcome: apply needs no borrow of the key ring.
                 self.apply(&w.headers, decision)
             };
@@ -727,6 +745,7 @@ impl HttpContext for Http {
         let applied = {
             let keys = shared.keys.borrow();
             let decision = decide(&shared.config, &*keys, &headers.request(), now);
+            shared.metrics.count_cache(&keys);
             shared.apply(&headers, decision)
         };
         match applied {

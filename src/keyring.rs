@@ -2,6 +2,7 @@
 //! from the start; fetched keys (SPEC §7) fill their slot when the shared record says a new
 //! version is stored, together with the worker's copy of that record.
 
+use crate::cache::TokenCache;
 use crate::config::{Config, IssuerId, KeySource};
 use crate::keys::KeySet;
 use crate::remote::{FetchPolicy, FetchState};
@@ -15,9 +16,10 @@ struct Slot {
     policy: Option<FetchPolicy>,
 }
 
-#[derive(Debug, Clone, Default)]
 pub struct KeyRing {
     slots: Vec<Slot>,
+    /// Tokens verified with these keys; pruned when a key leaves its set.
+    cache: TokenCache,
 }
 
 impl KeyRing {
@@ -36,12 +38,17 @@ impl KeyRing {
                 },
             })
             .collect();
-        KeyRing { slots }
+        KeyRing {
+            slots,
+            cache: TokenCache::new(config.token_cache_size),
+        }
     }
 
     /// Installs a fetched key set and the record that describes it.
     pub fn install(&mut self, issuer: IssuerId, set: KeySet, state: FetchState) {
         if let Some(slot) = self.slots.get_mut(issuer) {
+            self.cache
+                .retain_keys(issuer, |key| set.has_fingerprint(key));
             slot.set = Some(set);
             slot.state = state;
         }
@@ -79,6 +86,10 @@ impl KeyRing {
 impl KeyStore for KeyRing {
     fn keys(&self, issuer: IssuerId) -> Option<&KeySet> {
         self.slots.get(issuer)?.set.as_ref()
+    }
+
+    fn cache(&self) -> Option<&TokenCache> {
+        Some(&self.cache)
     }
 
     fn refetch_allowed(&self, issuer: IssuerId, now: u64) -> bool {

@@ -31,6 +31,14 @@ impl fmt::Debug for KeyMaterial {
 }
 
 impl KeyMaterial {
+    fn fingerprint(&self) -> u64 {
+        let (a, b): (&[u8], &[u8]) = match self {
+            KeyMaterial::Rsa { n, e } => (n, e),
+            KeyMaterial::P256(p) | KeyMaterial::P384(p) | KeyMaterial::Ed25519(p) => (p, &[]),
+        };
+        fnv1a(&[self.kind().as_bytes(), a, b])
+    }
+
     pub fn kind(&self) -> &'static str {
         match self {
             KeyMaterial::Rsa { .. } => "RSA",
@@ -61,6 +69,8 @@ pub struct VerifyingKey {
     /// The JWK's own `alg`, which then is the only algorithm it verifies.
     pub alg: Option<Alg>,
     pub material: KeyMaterial,
+    /// Identifies the material: tokens verified by a key that leaves the set are forgotten.
+    pub fingerprint: u64,
 }
 
 impl VerifyingKey {
@@ -316,7 +326,24 @@ fn read_jwk(value: &Value) -> Result<VerifyingKey, JwkOutcome> {
             reason: "private key material: publish public keys only".into(),
         });
     }
-    Ok(VerifyingKey { kid, alg, material })
+    let fingerprint = material.fingerprint();
+    Ok(VerifyingKey {
+        kid,
+        alg,
+        material,
+        fingerprint,
+    })
+}
+
+/// 64-bit FNV-1a over several byte strings: a cheap identity for keys and documents (not a
+/// security boundary: nobody outside chooses what is compared).
+pub fn fnv1a(parts: &[&[u8]]) -> u64 {
+    parts
+        .iter()
+        .flat_map(|p| p.iter())
+        .fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
+            (h ^ u64::from(*b)).wrapping_mul(0x0000_0100_0000_01b3)
+        })
 }
 
 /// The keys of one issuer.
@@ -370,6 +397,10 @@ impl KeySet {
 
     pub fn keys(&self) -> &[VerifyingKey] {
         &self.keys
+    }
+
+    pub fn has_fingerprint(&self, fingerprint: u64) -> bool {
+        self.keys.iter().any(|k| k.fingerprint == fingerprint)
     }
 
     /// Picks the key for a token: by `kid` when it has one; without, only when exactly one

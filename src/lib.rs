@@ -7,6 +7,7 @@
 #![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used, clippy::panic))]
 
 pub mod alg;
+pub mod cache;
 pub mod challenge;
 pub mod config;
 pub mod cors;

@@ -342,11 +342,9 @@ pub fn max_age(cache_control: Option<&str>) -> Option<u64> {
     found
 }
 
-/// A 64-bit FNV-1a digest: tells workers whether a refetched key set changed.
+/// Tells workers whether a refetched key set changed.
 pub fn digest(bytes: &[u8]) -> u64 {
-    bytes.iter().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
-        (h ^ u64::from(*b)).wrapping_mul(0x0000_0100_0000_01b3)
-    })
+    crate::keys::fnv1a(&[bytes])
 }
 
 #[cfg(test)]

@@ -7,18 +7,38 @@
 //! is refused: we understand no extension.
 
 use crate::alg::Alg;
+use crate::cache::{self, TokenCache};
 use crate::config::{Config, IssuerId, ProtectedResource};
 use crate::json::{b64url_decode, decode_object, SegmentError};
 use crate::keys::{KeySet, SelectError};
 use crate::scopes;
 use serde_json::{Map, Value};
+use std::ops::Deref;
+use std::rc::Rc;
+
+/// What a verified signature vouches for: the token's algorithm, issuer, verifying key and
+/// claims, parsed once and shared by every request presenting the same token (`cache`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Signed {
+    pub alg: Alg,
+    pub issuer: IssuerId,
+    /// Fingerprint of the key that verified the signature.
+    pub key: u64,
+    pub exp: f64,
+    pub claims: Map<String, Value>,
+    pub scopes: Vec<String>,
+}
 
 /// A token that passed every check for a resource.
 #[derive(Debug, Clone, PartialEq)]
-pub struct VerifiedToken {
-    pub issuer: IssuerId,
-    pub claims: Map<String, Value>,
-    pub scopes: Vec<String>,
+pub struct VerifiedToken(pub Rc<Signed>);
+
+impl Deref for VerifiedToken {
+    type Target = Signed;
+
+    fn deref(&self) -> &Signed {
+        &self.0
+    }
 }
 
 /// Why a token is refused (401 `invalid_token`), one variant per way it fails.
@@ -97,6 +117,11 @@ pub trait KeyStore {
     fn refetch_allowed(&self, _issuer: IssuerId, _now: u64) -> bool {
         false
     }
+
+    /// The verified-token cache, if there is one.
+    fn cache(&self) -> Option<&TokenCache> {
+        None
+    }
 }
 
 fn segment_error(part: &'static str, e: SegmentError) -> AuthError {
@@ -162,6 +187,14 @@ pub fn verify(
     if token.len() > config.max_token_bytes {
         return Err(AuthError::TooLarge);
     }
+    let cache = keys.cache();
+    let digest = cache.map(|_| cache::digest(token));
+    if let (Some(cache), Some(digest)) = (cache, &digest) {
+        if let Some(signed) = cache.get(digest, now, config.clock_skew) {
+            check_claims(signed.alg, &signed.claims, resource, config, now)?;
+            return Ok(VerifiedToken(signed));
+        }
+    }
     let mut parts = token.splitn(4, '.');
     let (Some(h64), Some(p64), Some(s64), None) =
         (parts.next(), parts.next(), parts.next(), parts.next())
@@ -204,6 +237,43 @@ pub fn verify(
     };
 
     let claims = decode_object(p64).map_err(|e| segment_error("claims", e))?;
+    let (issuer, exp) = check_claims(alg, &claims, resource, config, now)?;
+
+    let set = keys.keys(issuer).ok_or(AuthError::KeysPending(issuer))?;
+    let key = set.select(kid, alg).map_err(|e| match e {
+        SelectError::UnknownKid => AuthError::UnknownKid(issuer),
+        SelectError::AlgMismatch => AuthError::AlgMismatch,
+        SelectError::Ambiguous => AuthError::AmbiguousKey,
+    })?;
+    let sig = b64url_decode(s64).ok_or(AuthError::Malformed("signature is not base64url"))?;
+    let signed = &token.as_bytes()[..h64.len() + 1 + p64.len()];
+    if sig.is_empty() || !key.verify(alg, signed, &sig) {
+        return Err(AuthError::BadSignature);
+    }
+    let signed = Rc::new(Signed {
+        alg,
+        issuer,
+        key: key.fingerprint,
+        exp,
+        scopes: scopes::granted(&claims),
+        claims,
+    });
+    if let (Some(cache), Some(digest)) = (cache, digest) {
+        cache.insert(digest, signed.clone());
+    }
+    Ok(VerifiedToken(signed))
+}
+
+/// The claim checks, run for every request (cached tokens included): `iss` among the
+/// resource's issuers, `alg` on that issuer's allow-list, `aud`, `exp` (required), `nbf`.
+/// Returns the issuer and `exp`.
+fn check_claims(
+    alg: Alg,
+    claims: &Map<String, Value>,
+    resource: &ProtectedResource,
+    config: &Config,
+    now: u64,
+) -> Result<(IssuerId, f64), AuthError> {
     let issuer = match claims.get("iss") {
         Some(Value::String(iss)) => resource
             .issuers
@@ -218,40 +288,23 @@ pub fn verify(
     if !allowed.is_some_and(|set| set.contains(alg)) {
         return Err(AuthError::AlgNotAllowed);
     }
-    if !audience_accepted(&claims, &resource.audiences)? {
+    if !audience_accepted(claims, &resource.audiences)? {
         return Err(AuthError::AudienceNotAccepted);
     }
     let skew = config.clock_skew as f64;
     let now_f = now as f64;
-    match numeric_date(&claims, "exp")? {
+    let exp = match numeric_date(claims, "exp")? {
         None => return Err(AuthError::MissingExp),
         Some(exp) if now_f >= exp + skew => return Err(AuthError::Expired),
-        Some(_) => {}
-    }
-    if let Some(nbf) = numeric_date(&claims, "nbf")? {
+        Some(exp) => exp,
+    };
+    if let Some(nbf) = numeric_date(claims, "nbf")? {
         if nbf > now_f + skew {
             return Err(AuthError::NotYetValid);
         }
     }
-    numeric_date(&claims, "iat")?;
-
-    let set = keys.keys(issuer).ok_or(AuthError::KeysPending(issuer))?;
-    let key = set.select(kid, alg).map_err(|e| match e {
-        SelectError::UnknownKid => AuthError::UnknownKid(issuer),
-        SelectError::AlgMismatch => AuthError::AlgMismatch,
-        SelectError::Ambiguous => AuthError::AmbiguousKey,
-    })?;
-    let sig = b64url_decode(s64).ok_or(AuthError::Malformed("signature is not base64url"))?;
-    let signed = &token.as_bytes()[..h64.len() + 1 + p64.len()];
-    if sig.is_empty() || !key.verify(alg, signed, &sig) {
-        return Err(AuthError::BadSignature);
-    }
-    let scopes = scopes::granted(&claims);
-    Ok(VerifiedToken {
-        issuer,
-        claims,
-        scopes,
-    })
+    numeric_date(claims, "iat")?;
+    Ok((issuer, exp))
 }
 
 #[cfg(test)]
@@ -260,6 +313,7 @@ pub(crate) mod tests {
     use crate::config::tests::{base, base_json, compile};
     use crate::json::b64url_encode;
     use crate::keyring::KeyRing;
+    use crate::keys::KeySet;
     use ring::rand::SystemRandom;
     use ring::signature::{self as sig, EcdsaKeyPair, Ed25519KeyPair, RsaKeyPair};
     use serde_json::json;
@@ -715,6 +769,76 @@ pub(crate) mod tests {
         v["issuers"][0] = json!({"issuer": "https://auth.example.com", "cluster": "auth"});
         let c = compile(&v).unwrap();
         assert_eq!(check(&c, &good_token()), Err(AuthError::KeysPending(0)));
+    }
+
+    #[test]
+    fn serves_repeated_tokens_from_the_cache_but_checks_claims_every_time() {
+        let c = base();
+        let ring = KeyRing::new(&c);
+        let t = good_token();
+        let first = verify(&t, &c.resources[0], &c, &ring, NOW).unwrap();
+        let again = verify(&t, &c.resources[0], &c, &ring, NOW + 1).unwrap();
+        assert!(
+            Rc::ptr_eq(&first.0, &again.0),
+            "second check is a cache hit"
+        );
+        assert_eq!(ring.cache().unwrap().take_counts(), (1, 1));
+        // Same token, other resource: the audience is checked on the hit.
+        assert_eq!(
+            verify(&t, &c.resources[1], &c, &ring, NOW + 1),
+            Err(AuthError::AudienceNotAccepted)
+        );
+        // Past exp + skew, the cached entry no longer counts.
+        assert_eq!(
+            verify(&t, &c.resources[0], &c, &ring, NOW + 361),
+            Err(AuthError::Expired)
+        );
+        assert!(ring.cache().unwrap().is_empty());
+    }
+
+    #[test]
+    fn refuses_a_cached_token_once_its_key_left_the_set() {
+        use crate::keys::tests::fixture_set;
+        use crate::remote::{FetchPolicy, FetchState};
+        let mut v = base_json();
+        v["issuers"][0] = json!({"issuer": "https://auth.example.com", "cluster": "auth"});
+        let c = compile(&v).unwrap();
+        let mut ring = KeyRing::new(&c);
+        let mut state = FetchState::default();
+        state.succeed(NOW, None, 1, &FetchPolicy::default());
+        ring.install(0, fixture_set(), state.clone());
+        let t = good_token();
+        assert!(verify(&t, &c.resources[0], &c, &ring, NOW).is_ok());
+        assert_eq!(ring.cache().unwrap().len(), 1);
+        let without_a: Vec<_> = fixture_set()
+            .keys()
+            .iter()
+            .filter(|k| k.kid.as_deref() != Some("rsa-a"))
+            .cloned()
+            .collect();
+        state.succeed(NOW + 1, None, 2, &FetchPolicy::default());
+        ring.install(0, KeySet::new(without_a), state);
+        assert!(ring.cache().unwrap().is_empty());
+        assert_eq!(
+            verify(&t, &c.resources[0], &c, &ring, NOW + 1),
+            Err(AuthError::UnknownKid(0))
+        );
+    }
+
+    #[test]
+    fn never_caches_a_token_that_failed() {
+        let c = base();
+        let ring = KeyRing::new(&c);
+        let good = good_token();
+        let (signed, _) = good.rsplit_once('.').unwrap();
+        let forged = format!("{signed}.AAAA");
+        for _ in 0..2 {
+            assert_eq!(
+                verify(&forged, &c.resources[0], &c, &ring, NOW),
+                Err(AuthError::BadSignature)
+            );
+        }
+        assert!(ring.cache().unwrap().is_empty());
     }
 
     #[test]

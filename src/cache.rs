@@ -1,0 +1,184 @@
+//! The verified-token cache (issue 5): a bounded per-worker map from a token's SHA-256 to
+//! what its signature vouched for, so an MCP session's repeated token costs a hash, not a
+//! signature check. Claim checks (issuer, audience, expiry, scopes) still run on every hit,
+//! for the resource at hand; an entry never outlives the token's `exp` nor the key that
+//! verified it.
+
+use crate::verify::Signed;
+use std::cell::RefCell;
+use std::collections::{HashMap, VecDeque};
+use std::rc::Rc;
+
+pub type Digest = [u8; 32];
+
+pub fn digest(token: &str) -> Digest {
+    let d = ring::digest::digest(&ring::digest::SHA256, token.as_bytes());
+    let mut out = [0u8; 32];
+    out.copy_from_slice(d.as_ref());
+    out
+}
+
+#[derive(Default)]
+struct Inner {
+    map: HashMap<Digest, Rc<Signed>>,
+    /// Insertion order, for first-in-first-out eviction; may hold digests already removed.
+    order: VecDeque<Digest>,
+    hits: u64,
+    misses: u64,
+}
+
+/// Interior mutability: the cache is filled while a request is decided through a shared
+/// reference; each VM is single-threaded.
+pub struct TokenCache {
+    capacity: usize,
+    inner: RefCell<Inner>,
+}
+
+impl TokenCache {
+    pub fn new(capacity: usize) -> TokenCache {
+        TokenCache {
+            capacity,
+            inner: RefCell::default(),
+        }
+    }
+
+    /// The entry for a token still within `exp` + `skew` at `now`.
+    pub fn get(&self, key: &Digest, now: u64, skew: u64) -> Option<Rc<Signed>> {
+        if self.capacity == 0 {
+            return None;
+        }
+        let mut inner = self.inner.borrow_mut();
+        match inner.map.get(key).cloned() {
+            Some(entry) if (now as f64) < entry.exp + skew as f64 => {
+                inner.hits += 1;
+                Some(entry)
+            }
+            Some(_) => {
+                inner.map.remove(key);
+                inner.misses += 1;
+                None
+            }
+            None => {
+                inner.misses += 1;
+                None
+            }
+        }
+    }
+
+    pub fn insert(&self, key: Digest, entry: Rc<Signed>) {
+        if self.capacity == 0 {
+            return;
+        }
+        let mut inner = self.inner.borrow_mut();
+        while inner.map.len() >= self.capacity {
+            match inner.order.pop_front() {
+                Some(old) => {
+                    inner.map.remove(&old);
+                }
+                None => break,
+            }
+        }
+        if inner.order.len() >= 2 * self.capacity {
+            // Entries removed on expiry leave their digests behind: drop them.
+            let Inner { map, order, .. } = &mut *inner;
+            order.retain(|d| map.contains_key(d));
+        }
+        inner.order.push_back(key);
+        inner.map.insert(key, entry);
+    }
+
+    /// Forgets every token of `issuer` whose verifying key fails `keep` (a key set changed).
+    pub fn retain_keys(&self, issuer: usize, keep: impl Fn(u64) -> bool) {
+        self.inner
+            .borrow_mut()
+            .map
+            .retain(|_, e| e.issuer != issuer || keep(e.key));
+    }
+
+    pub fn len(&self) -> usize {
+        self.inner.borrow().map.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Hits and misses since the last call (for counters).
+    pub fn take_counts(&self) -> (u64, u64) {
+        let mut inner = self.inner.borrow_mut();
+        let counts = (inner.hits, inner.misses);
+        inner.hits = 0;
+        inner.misses = 0;
+        counts
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::alg::Alg;
+
+    fn entry(issuer: usize, key: u64, exp: f64) -> Rc<Signed> {
+        Rc::new(Signed {
+            alg: Alg::Rs256,
+            issuer,
+            key,
+            exp,
+            claims: Default::default(),
+            scopes: vec![],
+        })
+    }
+
+    #[test]
+    fn returns_entries_only_until_expiry_plus_skew() {
+        let c = TokenCache::new(4);
+        c.insert(digest("a"), entry(0, 1, 100.0));
+        assert!(c.get(&digest("a"), 159, 60).is_some());
+        assert!(c.get(&digest("a"), 160, 60).is_none());
+        assert!(c.is_empty(), "expired entries are dropped");
+        assert_eq!(c.take_counts(), (1, 1));
+        assert_eq!(c.take_counts(), (0, 0));
+    }
+
+    #[test]
+    fn stays_within_its_bound_by_evicting_the_oldest() {
+        let c = TokenCache::new(3);
+        for i in 0..1000 {
+            c.insert(digest(&i.to_string()), entry(0, 1, 1e12));
+            assert!(c.len() <= 3);
+        }
+        assert!(c.get(&digest("999"), 0, 0).is_some());
+        assert!(c.get(&digest("0"), 0, 0).is_none());
+        assert!(c.inner.borrow().order.len() <= 6);
+    }
+
+    #[test]
+    fn keeps_its_order_bounded_when_entries_expire_instead_of_being_evicted() {
+        let c = TokenCache::new(3);
+        for i in 0..1000 {
+            let key = digest(&i.to_string());
+            c.insert(key, entry(0, 1, 10.0));
+            assert!(c.get(&key, 100, 0).is_none());
+        }
+        assert!(c.inner.borrow().order.len() <= 6);
+    }
+
+    #[test]
+    fn forgets_tokens_verified_by_removed_keys_of_that_issuer_only() {
+        let c = TokenCache::new(8);
+        c.insert(digest("k1"), entry(0, 1, 1e12));
+        c.insert(digest("k2"), entry(0, 2, 1e12));
+        c.insert(digest("other"), entry(1, 1, 1e12));
+        c.retain_keys(0, |k| k == 2);
+        assert!(c.get(&digest("k1"), 0, 0).is_none());
+        assert!(c.get(&digest("k2"), 0, 0).is_some());
+        assert!(c.get(&digest("other"), 0, 0).is_some());
+    }
+
+    #[test]
+    fn a_zero_capacity_cache_holds_nothing() {
+        let c = TokenCache::new(0);
+        c.insert(digest("a"), entry(0, 1, 1e12));
+        assert!(c.get(&digest("a"), 0, 0).is_none());
+    }
+}
