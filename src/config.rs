@@ -9,10 +9,11 @@ use crate::keys::{JwkOutcome, KeySet};
 use crate::metadata;
 use crate::paths;
 use crate::remote::{FetchPolicy, MAX_CACHE_SECONDS, MIN_CACHE_SECONDS};
+use crate::scopes::{self, Implications};
 use crate::url::{HttpUrl, UrlError};
 use serde::Deserialize;
 use serde_json::Value;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::fmt;
 
 pub const DEFAULT_CLOCK_SKEW: u64 = 60;
@@ -21,6 +22,9 @@ pub const DEFAULT_MAX_TOKEN_BYTES: usize = 8192;
 pub const MIN_MAX_TOKEN_BYTES: usize = 512;
 pub const MAX_MAX_TOKEN_BYTES: usize = 65536;
 pub const DEFAULT_TOKEN_CACHE_SIZE: usize = 4096;
+pub const DEFAULT_MAX_BODY_BYTES: usize = 1024 * 1024;
+pub const MIN_MAX_BODY_BYTES: usize = 1024;
+pub const MAX_MAX_BODY_BYTES: usize = 64 * 1024 * 1024;
 pub const MAX_TOKEN_CACHE_SIZE: usize = 1_000_000;
 
 #[derive(Debug, Deserialize)]
@@ -38,6 +42,10 @@ pub struct RawConfig {
     pub claims_to_headers: BTreeMap<String, String>,
     #[serde(default = "default_token_cache_size")]
     pub token_cache_size: usize,
+    #[serde(default)]
+    pub scope_implies: BTreeMap<String, Vec<String>>,
+    #[serde(default = "default_max_body_bytes")]
+    pub max_body_bytes: usize,
 }
 
 fn default_clock_skew() -> u64 {
@@ -46,6 +54,10 @@ fn default_clock_skew() -> u64 {
 
 fn default_max_token_bytes() -> usize {
     DEFAULT_MAX_TOKEN_BYTES
+}
+
+fn default_max_body_bytes() -> usize {
+    DEFAULT_MAX_BODY_BYTES
 }
 
 fn default_token_cache_size() -> usize {
@@ -65,6 +77,10 @@ pub struct RawResource {
     pub audiences: Vec<String>,
     pub resource_name: Option<String>,
     pub resource_documentation: Option<String>,
+    #[serde(default)]
+    pub tool_scopes: BTreeMap<String, Vec<String>>,
+    #[serde(default)]
+    pub method_scopes: BTreeMap<String, Vec<String>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -111,6 +127,7 @@ pub enum ConfigErrorKind {
     InvalidHeaderName(String),
     ReservedHeader(String),
     InvalidText,
+    ScopeCycle(String),
 }
 
 impl ConfigErrorKind {
@@ -133,6 +150,7 @@ impl ConfigErrorKind {
             ConfigErrorKind::InvalidHeaderName(_) => "invalid_header_name",
             ConfigErrorKind::ReservedHeader(_) => "reserved_header",
             ConfigErrorKind::InvalidText => "invalid_text",
+            ConfigErrorKind::ScopeCycle(_) => "scope_cycle",
         }
     }
 }
@@ -177,6 +195,9 @@ impl fmt::Display for ConfigError {
             ),
             ConfigErrorKind::InvalidText => {
                 f.write_str("must be non-empty text without control characters")
+            }
+            ConfigErrorKind::ScopeCycle(cycle) => {
+                write!(f, "scope hierarchy has a cycle: {cycle}")
             }
         }
     }
@@ -231,7 +252,18 @@ pub struct ProtectedResource {
     /// `resource` first, then the extra `audiences`.
     pub audiences: Vec<String>,
     pub required_scopes: Vec<String>,
+    /// Tool name → scopes a `tools/call` of it needs on top of `required_scopes` (SPEC §9).
+    pub tool_scopes: HashMap<String, Vec<String>>,
+    /// JSON-RPC method → scopes it needs on top of `required_scopes`.
+    pub method_scopes: HashMap<String, Vec<String>>,
     pub challenge: ResourceChallenge,
+}
+
+impl ProtectedResource {
+    /// Whether POST bodies on this resource are read before anything is forwarded.
+    pub fn inspects_body(&self) -> bool {
+        !self.tool_scopes.is_empty() || !self.method_scopes.is_empty()
+    }
 }
 
 /// The compiled configuration.
@@ -246,6 +278,9 @@ pub struct Config {
     pub token_cache_size: usize,
     /// `(header, claim)`, header names lower-cased.
     pub claim_headers: Vec<(String, String)>,
+    /// `scope_implies`, closed transitively.
+    pub implications: Implications,
+    pub max_body_bytes: usize,
     /// Things worth a log line that do not make the configuration invalid.
     pub warnings: Vec<String>,
 }
@@ -295,6 +330,16 @@ impl Config {
                 },
             ));
         }
+        if !(MIN_MAX_BODY_BYTES..=MAX_MAX_BODY_BYTES).contains(&raw.max_body_bytes) {
+            return Err(err(
+                "max_body_bytes",
+                ConfigErrorKind::OutOfRange {
+                    min: MIN_MAX_BODY_BYTES as u64,
+                    max: MAX_MAX_BODY_BYTES as u64,
+                },
+            ));
+        }
+        let implications = compile_implications(&raw.scope_implies)?;
         if raw.issuers.is_empty() {
             return Err(err("issuers", ConfigErrorKind::Empty));
         }
@@ -348,6 +393,8 @@ impl Config {
             forward_authorization: raw.forward_authorization,
             token_cache_size: raw.token_cache_size,
             claim_headers,
+            implications,
+            max_body_bytes: raw.max_body_bytes,
             warnings,
         })
     }
@@ -443,6 +490,39 @@ fn check_scopes(path: &str, scopes: &[String]) -> Result<(), ConfigError> {
     Ok(())
 }
 
+/// A name → scopes map (`tool_scopes`, `method_scopes`): names non-empty text, scopes valid.
+fn compile_scope_map(
+    path: &str,
+    raw: BTreeMap<String, Vec<String>>,
+) -> Result<HashMap<String, Vec<String>>, ConfigError> {
+    let mut out = HashMap::with_capacity(raw.len());
+    for (name, list) in raw {
+        let at = format!("{path}.{name}");
+        if !is_plain_text(&name) {
+            return Err(err(at, ConfigErrorKind::InvalidText));
+        }
+        check_scopes(&at, &list)?;
+        out.insert(name, list);
+    }
+    Ok(out)
+}
+
+fn compile_implications(raw: &BTreeMap<String, Vec<String>>) -> Result<Implications, ConfigError> {
+    for (scope, implied) in raw {
+        let at = format!("scope_implies.{scope}");
+        if !is_scope_token(scope) {
+            return Err(err(at, ConfigErrorKind::InvalidScope(scope.clone())));
+        }
+        check_scopes(&at, implied)?;
+    }
+    scopes::closure(raw).map_err(|cycle| {
+        err(
+            format!("scope_implies.{}", cycle[0]),
+            ConfigErrorKind::ScopeCycle(cycle.join(" -> ")),
+        )
+    })
+}
+
 fn compile_resource(
     path: &str,
     raw: RawResource,
@@ -482,6 +562,8 @@ fn compile_resource(
     }
     check_scopes(&field("scopes_supported"), &raw.scopes_supported)?;
     check_scopes(&field("required_scopes"), &raw.required_scopes)?;
+    let tool_scopes = compile_scope_map(&field("tool_scopes"), raw.tool_scopes)?;
+    let method_scopes = compile_scope_map(&field("method_scopes"), raw.method_scopes)?;
     let mut audiences = vec![raw.resource.clone()];
     for (i, aud) in raw.audiences.iter().enumerate() {
         if !is_plain_text(aud) {
@@ -518,6 +600,8 @@ fn compile_resource(
         issuers: accepted,
         audiences,
         required_scopes: raw.required_scopes,
+        tool_scopes,
+        method_scopes,
         challenge,
         resource: raw.resource,
         url,
@@ -1082,6 +1166,35 @@ pub(crate) mod tests {
             error_of(inline),
             ("issuers[0].jwks_wait_ms".into(), "key_source")
         );
+    }
+
+    #[test]
+    fn compiles_per_tool_and_method_scopes_and_the_scope_hierarchy() {
+        let mut v = base_json();
+        v["resources"][0]["tool_scopes"] = json!({"delete_all": ["mcp:admin"]});
+        v["resources"][0]["method_scopes"] = json!({"resources/read": ["mcp:read"]});
+        v["scope_implies"] = json!({"mcp:admin": ["mcp:write"], "mcp:write": ["mcp:read"]});
+        let c = compile(&v).unwrap();
+        assert!(c.resources[0].inspects_body());
+        assert!(!c.resources[1].inspects_body());
+        assert_eq!(c.implications["mcp:admin"], ["mcp:write", "mcp:read"]);
+        assert_eq!(c.max_body_bytes, 1024 * 1024);
+        v["scope_implies"] = json!({"a": ["b"], "b": ["a"]});
+        let e = compile(&v).unwrap_err();
+        assert_eq!(
+            (e.path.as_str(), e.kind.code()),
+            ("scope_implies.a", "scope_cycle")
+        );
+        assert!(e.to_string().contains("a -> b -> a"), "{e}");
+        v["scope_implies"] = json!({});
+        v["resources"][0]["tool_scopes"] = json!({"x": ["bad scope"]});
+        assert_eq!(
+            error_of(v.clone()),
+            ("resources[0].tool_scopes.x[0]".into(), "invalid_scope")
+        );
+        v["resources"][0]["tool_scopes"] = json!({});
+        v["max_body_bytes"] = json!(10);
+        assert_eq!(error_of(v), ("max_body_bytes".into(), "out_of_range"));
     }
 
     #[test]

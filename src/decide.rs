@@ -5,8 +5,8 @@ use crate::challenge::{error_body, ErrorCode, MISSING_DESCRIPTION};
 use crate::config::{Config, IssuerId, ProtectedResource};
 use crate::cors;
 use crate::extract::{self, Credential};
+use crate::mcp;
 use crate::paths::{self, Normalized};
-use crate::scopes;
 use crate::verify::{self, AuthError, KeyStore, VerifiedToken};
 use serde_json::Value;
 use std::borrow::Cow;
@@ -22,6 +22,8 @@ pub struct Request<'a> {
     pub authorization: Vec<&'a str>,
     pub origin: Option<&'a str>,
     pub access_control_request_method: Option<&'a str>,
+    pub mcp_method: Option<&'a str>,
+    pub mcp_name: Option<&'a str>,
 }
 
 /// A response the filter makes itself.
@@ -31,6 +33,8 @@ pub struct Response<'c> {
     pub headers: Vec<(&'static str, Cow<'c, str>)>,
     pub body: Cow<'c, str>,
     pub outcome: Outcome,
+    /// Tools whose scopes the token lacked (for per-tool counters).
+    pub denied_tools: Vec<String>,
 }
 
 /// Forward to the upstream, with these header edits.
@@ -43,18 +47,32 @@ pub struct Allow<'c> {
     pub set_headers: Vec<(&'c str, String)>,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub enum Decision<'c> {
     /// Not a path of ours: forward (client copies of claim headers are still removed).
     PassThrough,
     Allow(Allow<'c>),
     Respond(Response<'c>),
+    /// Read the body, then call [`decide_body`]. `edits` are the header edits an allowed
+    /// request gets; they do not depend on the body, so they can be applied at once.
+    ReadBody {
+        check: BodyCheck,
+        edits: Allow<'c>,
+    },
     /// Hold the request and decide again when the issuer's keys change: they have not loaded
     /// yet, or (`refetch`) the token's `kid` is unknown and a refetch is allowed.
     WaitForKeys {
         issuer: IssuerId,
         refetch: bool,
     },
+}
+
+/// A valid token on a request whose body decides (SPEC §9).
+#[derive(Debug, Clone, PartialEq)]
+pub struct BodyCheck {
+    /// Index of the resource in `Config::resources`.
+    pub resource: usize,
+    pub token: VerifiedToken,
 }
 
 /// What happened, for counters and logs.
@@ -153,30 +171,86 @@ pub fn decide<'c>(
         }
         Err(e) => return deny(ErrorCode::InvalidToken, e.code(), e.description()),
     };
-    authorize(config, resource, req, &verified)
+    authorize(config, resource, req, verified)
 }
 
-/// The scope check and the header edits for a verified token.
+/// The scope check and the header edits for a verified token. A POST to a resource with
+/// per-tool or per-method scopes first needs its body: the scope check then covers the whole
+/// operation at once (one challenge with every scope it needs).
 fn authorize<'c>(
     config: &'c Config,
     resource: &'c ProtectedResource,
     req: &Request<'_>,
-    token: &VerifiedToken,
+    token: VerifiedToken,
 ) -> Decision<'c> {
-    let needed = &resource.required_scopes;
-    let lacking = scopes::missing(needed, &token.scopes);
+    if resource.inspects_body() && req.method == "POST" {
+        let index = config
+            .resources
+            .iter()
+            .position(|r| std::ptr::eq(r, resource))
+            .unwrap_or_default();
+        let edits = allow(config, resource, &token);
+        return Decision::ReadBody {
+            check: BodyCheck {
+                resource: index,
+                token,
+            },
+            edits,
+        };
+    }
+    let needed: Vec<&str> = resource
+        .required_scopes
+        .iter()
+        .map(String::as_str)
+        .collect();
+    check_scopes_then_allow(config, resource, req, &token, &needed, &[])
+}
+
+fn check_scopes_then_allow<'c>(
+    config: &'c Config,
+    resource: &'c ProtectedResource,
+    req: &Request<'_>,
+    token: &VerifiedToken,
+    needed: &[&str],
+    tools: &[&str],
+) -> Decision<'c> {
+    let lacking: Vec<&str> = needed
+        .iter()
+        .copied()
+        .filter(|n| !token.scopes.iter().any(|g| g == n))
+        .collect();
     if !lacking.is_empty() {
         let description = format!("insufficient scope: requires {}", lacking.join(" "));
-        let needed: Vec<&str> = needed.iter().map(String::as_str).collect();
-        return Decision::Respond(denial(
+        let mut response = denial(
             resource,
             req,
             ErrorCode::InsufficientScope,
             "insufficient_scope",
             &description,
-            &needed,
-        ));
+            needed,
+        );
+        // Name the tools whose own scopes were missing, for the per-tool counters.
+        response.denied_tools = tools
+            .iter()
+            .filter(|t| {
+                resource
+                    .tool_scopes
+                    .get(**t)
+                    .is_some_and(|s| s.iter().any(|scope| lacking.contains(&scope.as_str())))
+            })
+            .map(|t| t.to_string())
+            .collect();
+        return Decision::Respond(response);
     }
+    Decision::Allow(allow(config, resource, token))
+}
+
+/// The header edits of an allowed request.
+fn allow<'c>(
+    config: &'c Config,
+    resource: &'c ProtectedResource,
+    token: &VerifiedToken,
+) -> Allow<'c> {
     let set_headers = config
         .claim_headers
         .iter()
@@ -184,11 +258,78 @@ fn authorize<'c>(
             claim_header_value(token.claims.get(claim)?).map(|v| (header.as_str(), v))
         })
         .collect();
-    Decision::Allow(Allow {
+    Allow {
         resource,
         strip_authorization: !config.forward_authorization,
         set_headers,
-    })
+    }
+}
+
+/// Decides a request whose body was read (SPEC §9): the JSON-RPC calls it makes must agree
+/// with `Mcp-Method`/`Mcp-Name`, and the token must hold every scope they need (required,
+/// per method and per tool; a batch needs the union).
+pub fn decide_body<'c>(
+    config: &'c Config,
+    check: &BodyCheck,
+    req: &Request<'_>,
+    body: &[u8],
+) -> Decision<'c> {
+    let Some(resource) = config.resources.get(check.resource) else {
+        return Decision::PassThrough;
+    };
+    let calls = match mcp::calls(body)
+        .and_then(|calls| mcp::check_headers(&calls, req.mcp_method, req.mcp_name).map(|_| calls))
+    {
+        Ok(calls) => calls,
+        Err(e) => {
+            let reason = if e == mcp::BodyError::HeaderMismatch {
+                "mcp_header_mismatch"
+            } else {
+                "invalid_body"
+            };
+            return Decision::Respond(denial(
+                resource,
+                req,
+                ErrorCode::InvalidRequest,
+                reason,
+                e.description(),
+                &[],
+            ));
+        }
+    };
+    let mut needed: Vec<&str> = resource
+        .required_scopes
+        .iter()
+        .map(String::as_str)
+        .collect();
+    let mut add = |scopes: Option<&'c Vec<String>>| {
+        for scope in scopes.into_iter().flatten() {
+            if !needed.contains(&scope.as_str()) {
+                needed.push(scope);
+            }
+        }
+    };
+    for call in &calls {
+        add(resource.method_scopes.get(&call.method));
+        if let Some(tool) = call.tool() {
+            add(resource.tool_scopes.get(tool));
+        }
+    }
+    let tools: Vec<&str> = calls.iter().filter_map(mcp::Call::tool).collect();
+    check_scopes_then_allow(config, resource, req, &check.token, &needed, &tools)
+}
+
+/// A body over `max_body_bytes`: refused rather than let through unchecked.
+pub fn body_too_large<'c>(config: &'c Config, req: &Request<'_>) -> Response<'c> {
+    let description = format!("request body larger than {} bytes", config.max_body_bytes);
+    let headers = json_headers(vec![("cache-control", "no-store".into())]);
+    Response {
+        status: 413,
+        headers: with_cors(headers, req),
+        body: error_body(ErrorCode::InvalidRequest.as_str(), &description).into(),
+        outcome: Outcome::Denied("body_too_large"),
+        denied_tools: Vec::new(),
+    }
 }
 
 /// String, number and bool claims become header values; anything with a control character
@@ -232,6 +373,7 @@ fn preflight_response<'c>() -> Response<'c> {
             .collect(),
         body: "".into(),
         outcome: Outcome::Preflight,
+        denied_tools: Vec::new(),
     }
 }
 
@@ -271,6 +413,7 @@ fn metadata_response<'c>(
         headers: with_cors(headers, req),
         body,
         outcome,
+        denied_tools: Vec::new(),
     }
 }
 
@@ -284,6 +427,7 @@ fn missing_token<'c>(resource: &'c ProtectedResource, req: &Request<'_>) -> Resp
         headers: with_cors(headers, req),
         body: error_body(ErrorCode::InvalidToken.as_str(), MISSING_DESCRIPTION).into(),
         outcome: Outcome::Denied("missing_token"),
+        denied_tools: Vec::new(),
     }
 }
 
@@ -305,6 +449,7 @@ fn denial<'c>(
         headers: with_cors(headers, req),
         body: error_body(code.as_str(), description).into(),
         outcome: Outcome::Denied(reason),
+        denied_tools: Vec::new(),
     }
 }
 
@@ -632,6 +777,172 @@ mod tests {
         ring.install(0, fixture_set(), ring.state(0).unwrap().clone());
         assert!(matches!(
             decide(&c, &ring, &req, NOW + 1),
+            Decision::Allow(_)
+        ));
+    }
+
+    fn mcp_config() -> Config {
+        let mut v = base_json();
+        v["resources"][0]["required_scopes"] = json!(["mcp:read"]);
+        v["resources"][0]["tool_scopes"] =
+            json!({"delete_all": ["mcp:admin"], "write_file": ["mcp:write"]});
+        v["resources"][0]["method_scopes"] = json!({"resources/read": ["files:read"]});
+        v["scope_implies"] = json!({"mcp:admin": ["mcp:write"], "mcp:write": ["mcp:read"]});
+        compile(&v).unwrap()
+    }
+
+    fn bearer_with_scope(scope: &str) -> String {
+        let mut claims = good_claims();
+        claims["scope"] = json!(scope);
+        format!(
+            "Bearer {}",
+            token(
+                "rsa-a",
+                "RS256",
+                json!({"alg": "RS256", "kid": "rsa-a"}),
+                claims
+            )
+        )
+    }
+
+    fn call(name: &str) -> String {
+        format!(
+            r#"{{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{{"name":"{name}","arguments":{{}}}}}}"#
+        )
+    }
+
+    /// Runs the header phase, which must ask for the body, then the body phase.
+    fn with_body<'c>(c: &'c Config, req: &Request<'_>, body: &str) -> Decision<'c> {
+        match run(c, req) {
+            Decision::ReadBody { check, .. } => decide_body(c, &check, req, body.as_bytes()),
+            other => panic!("expected ReadBody, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn computes_the_scopes_a_body_needs_per_tool_method_and_batch() {
+        let c = mcp_config();
+        let batch_forbidden = format!("[{}, {}]", call("add"), call("delete_all"));
+        let table: Vec<(&str, String, Option<&str>)> = vec![
+            // (token scopes, body, scope param of the 403 or None when allowed)
+            ("mcp:read", call("add"), None),
+            ("mcp:read", call("unknown_tool"), None),
+            ("mcp:read", call("write_file"), Some("mcp:read mcp:write")),
+            ("mcp:write", call("write_file"), None),
+            ("mcp:admin", call("delete_all"), None),
+            ("mcp:admin", call("write_file"), None),
+            ("mcp:write", call("delete_all"), Some("mcp:read mcp:admin")),
+            ("mcp:read", batch_forbidden.clone(), Some("mcp:read mcp:admin")),
+            ("mcp:admin", batch_forbidden, None),
+            ("mcp:read", r#"{"jsonrpc":"2.0","id":2,"method":"resources/read","params":{"uri":"file:///x"}}"#.into(), Some("mcp:read files:read")),
+            ("mcp:read files:read", r#"{"jsonrpc":"2.0","id":2,"method":"resources/read","params":{"uri":"file:///x"}}"#.into(), None),
+            ("other", r#"{"jsonrpc":"2.0","id":3,"method":"ping"}"#.into(), Some("mcp:read")),
+        ];
+        for (scopes, body, want) in table {
+            let auth = bearer_with_scope(scopes);
+            let req = request("POST", "/mcp", Some(&auth));
+            match (with_body(&c, &req, &body), want) {
+                (Decision::Allow(_), None) => {}
+                (Decision::Respond(r), Some(scope)) => {
+                    assert_eq!(r.status, 403, "{scopes} {body}");
+                    let challenge = header(&r, "www-authenticate").unwrap();
+                    assert!(
+                        challenge.contains(&format!("scope=\"{scope}\"")),
+                        "{challenge}"
+                    );
+                }
+                (other, _) => panic!("{scopes} {body}: {other:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn names_the_denied_tools_for_counters() {
+        let c = mcp_config();
+        let auth = bearer_with_scope("mcp:read");
+        let req = request("POST", "/mcp", Some(&auth));
+        let body = format!(
+            "[{}, {}, {}]",
+            call("add"),
+            call("delete_all"),
+            call("write_file")
+        );
+        let r = respond(with_body(&c, &req, &body));
+        assert_eq!(r.denied_tools, ["delete_all", "write_file"]);
+    }
+
+    #[test]
+    fn refuses_bodies_that_are_not_json_rpc_or_disagree_with_the_mcp_headers() {
+        let c = mcp_config();
+        let auth = bearer_with_scope("mcp:admin");
+        for (body, method, name, reason) in [
+            ("not json", None, None, "invalid_body"),
+            ("[]", None, None, "invalid_body"),
+            (r#"{"id":1}"#, None, None, "invalid_body"),
+            (
+                call("add").as_str(),
+                Some("tools/list"),
+                None,
+                "mcp_header_mismatch",
+            ),
+            (
+                call("add").as_str(),
+                Some("tools/call"),
+                Some("delete_all"),
+                "mcp_header_mismatch",
+            ),
+        ] {
+            let mut req = request("POST", "/mcp", Some(&auth));
+            req.mcp_method = method;
+            req.mcp_name = name;
+            let r = respond(with_body(&c, &req, body));
+            assert_eq!(
+                (r.status, r.outcome),
+                (400, Outcome::Denied(reason)),
+                "{body}"
+            );
+            assert!(header(&r, "www-authenticate")
+                .unwrap()
+                .starts_with("Bearer error=\"invalid_request\""));
+        }
+        let mut agreeing = request("POST", "/mcp", Some(&auth));
+        agreeing.mcp_method = Some("tools/call");
+        agreeing.mcp_name = Some("add");
+        assert!(matches!(
+            with_body(&c, &agreeing, &call("add")),
+            Decision::Allow(_)
+        ));
+        let r = body_too_large(&c, &agreeing);
+        assert_eq!(
+            (r.status, r.outcome),
+            (413, Outcome::Denied("body_too_large"))
+        );
+    }
+
+    #[test]
+    fn decides_bad_tokens_and_non_post_requests_at_the_headers() {
+        let c = mcp_config();
+        let r = respond(run(&c, &request("POST", "/mcp", Some("Bearer abc"))));
+        assert_eq!(r.status, 401, "a bad token never waits for the body");
+        let auth = bearer_with_scope("mcp:read");
+        for method in ["GET", "DELETE"] {
+            assert!(
+                matches!(
+                    run(&c, &request(method, "/mcp", Some(&auth))),
+                    Decision::Allow(_)
+                ),
+                "{method}"
+            );
+        }
+        let weak = bearer_with_scope("other");
+        assert_eq!(
+            respond(run(&c, &request("GET", "/mcp", Some(&weak)))).status,
+            403
+        );
+        // The hierarchy counts for required scopes too.
+        let admin = bearer_with_scope("mcp:admin");
+        assert!(matches!(
+            run(&c, &request("GET", "/mcp", Some(&admin))),
             Decision::Allow(_)
         ));
     }

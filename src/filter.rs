@@ -4,7 +4,9 @@
 //! [`decide`], and applies the decision. No decision logic lives here.
 
 use crate::config::{Config, IssuerId, KeySource};
-use crate::decide::{decide, Decision, Outcome, Request, ALLOWED_METRIC};
+use crate::decide::{
+    self, decide, decide_body, Allow, BodyCheck, Decision, Outcome, Request, ALLOWED_METRIC,
+};
 use crate::keyring::KeyRing;
 use crate::remote::{self, FetchError, FetchPolicy, FetchState, Target, Why};
 use crate::url::HttpUrl;
@@ -12,10 +14,111 @@ use crate::verify::KeyStore;
 use proxy_wasm::hostcalls;
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
 use proxy_wasm::types::{Action, BufferType, ContextType, MapType, MetricType};
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
 use std::rc::Rc;
 use std::time::{Duration, UNIX_EPOCH};
+
+/// Host calls whose status the filter must be able to ignore. The SDK's wrappers panic on any
+/// status they do not expect (a header map already sent upstream, a stream already answered),
+/// and a panic kills the VM for every request on that worker: these return the status.
+mod host {
+    const REQUEST_HEADERS: u32 = 0; // MapType::HttpRequestHeaders
+    const HTTP_REQUEST: u32 = 0; // StreamType::HttpRequest
+
+    #[link(wasm_import_module = "env")]
+    extern "C" {
+        fn proxy_replace_header_map_value(
+            map_type: u32,
+            key_data: *const u8,
+            key_size: usize,
+            value_data: *const u8,
+            value_size: usize,
+        ) -> u32;
+        fn proxy_remove_header_map_value(
+            map_type: u32,
+            key_data: *const u8,
+            key_size: usize,
+        ) -> u32;
+        fn proxy_continue_stream(stream_type: u32) -> u32;
+        fn proxy_send_local_response(
+            status_code: u32,
+            details_data: *const u8,
+            details_size: usize,
+            body_data: *const u8,
+            body_size: usize,
+            headers_data: *const u8,
+            headers_size: usize,
+            grpc_status: i32,
+        ) -> u32;
+    }
+
+    pub fn set_request_header(name: &str, value: &str) {
+        // SAFETY: pointers and lengths of live slices; the host copies them.
+        unsafe {
+            proxy_replace_header_map_value(
+                REQUEST_HEADERS,
+                name.as_ptr(),
+                name.len(),
+                value.as_ptr(),
+                value.len(),
+            );
+        }
+    }
+
+    pub fn remove_request_header(name: &str) {
+        // SAFETY: as above.
+        unsafe {
+            proxy_remove_header_map_value(REQUEST_HEADERS, name.as_ptr(), name.len());
+        }
+    }
+
+    pub fn resume_request() {
+        // SAFETY: no pointers.
+        unsafe {
+            proxy_continue_stream(HTTP_REQUEST);
+        }
+    }
+
+    /// The proxy-wasm header map encoding: count, then each name and value length, then
+    /// each name and value NUL-terminated (all little-endian u32).
+    fn serialize(headers: &[(&str, &str)]) -> Vec<u8> {
+        let size = 4 + headers
+            .iter()
+            .map(|(n, v)| n.len() + v.len() + 10)
+            .sum::<usize>();
+        let mut out = Vec::with_capacity(size);
+        out.extend_from_slice(&(headers.len() as u32).to_le_bytes());
+        for (n, v) in headers {
+            out.extend_from_slice(&(n.len() as u32).to_le_bytes());
+            out.extend_from_slice(&(v.len() as u32).to_le_bytes());
+        }
+        for (n, v) in headers {
+            out.extend_from_slice(n.as_bytes());
+            out.push(0);
+            out.extend_from_slice(v.as_bytes());
+            out.push(0);
+        }
+        out
+    }
+
+    pub fn send_response(status: u32, headers: &[(&str, &str)], body: &[u8]) {
+        let headers = serialize(headers);
+        // SAFETY: as above.
+        unsafe {
+            proxy_send_local_response(
+                status,
+                std::ptr::null(),
+                0,
+                body.as_ptr(),
+                body.len(),
+                headers.as_ptr(),
+                headers.len(),
+                -1,
+            );
+        }
+    }
+}
 
 const METRIC_PREFIX: &str = "mcp_oauth_";
 const TICK: Duration = Duration::from_millis(200);
@@ -85,6 +188,8 @@ struct Headers {
     authorization: Vec<String>,
     origin: Option<String>,
     request_method: Option<String>,
+    mcp_method: Option<String>,
+    mcp_name: Option<String>,
     /// Whether the client sent a header the filter sets from claims.
     has_claim_header: bool,
 }
@@ -103,6 +208,8 @@ impl Headers {
                 "authorization" => h.authorization.push(value()),
                 "origin" => h.origin = Some(value()),
                 "access-control-request-method" => h.request_method = Some(value()),
+                "mcp-method" => h.mcp_method = Some(value()),
+                "mcp-name" => h.mcp_name = Some(value()),
                 other => h.has_claim_header |= config.claim_headers.iter().any(|(c, _)| c == other),
             }
         }
@@ -117,6 +224,8 @@ impl Headers {
             authorization: self.authorization.iter().map(String::as_str).collect(),
             origin: self.origin.as_deref(),
             access_control_request_method: self.request_method.as_deref(),
+            mcp_method: self.mcp_method.as_deref(),
+            mcp_name: self.mcp_name.as_deref(),
         }
     }
 }
@@ -158,6 +267,13 @@ struct Shared {
     refetch_wanted: RefCell<Vec<IssuerId>>,
     /// Key fetches this VM has in flight: call token → issuer and document.
     in_flight: RefCell<HashMap<u32, (IssuerId, Target)>>,
+    body_hold: Cell<BodyHold>,
+    /// Body checks decided for held requests, picked up by their HTTP context.
+    body_checks: RefCell<HashMap<u32, BodyCheck>>,
+    /// Whole bodies that arrived while their request was held for keys.
+    held_bodies: RefCell<HashMap<u32, Vec<u8>>>,
+    /// Requests whose headers are held for their body, with the time they started waiting.
+    awaiting_body: RefCell<Vec<(u32, u64)>>,
 }
 
 /// What applying a decision left to do.
@@ -165,7 +281,21 @@ enum Applied {
     Continue,
     Stopped,
     Wait { issuer: IssuerId, refetch: bool },
+    ReadBody(BodyCheck),
 }
+
+/// Whether the host delivers body chunks while the filter holds the headers (Envoy's
+/// `allow_on_headers_stop_iteration`); learned from the first request that needs its body.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum BodyHold {
+    Unknown,
+    Works,
+    Unsupported,
+}
+
+/// How long a request's headers are held waiting for a first body chunk before the filter
+/// concludes the host will not deliver it (no `allow_on_headers_stop_iteration`).
+const BODY_HOLD_PROBE_MS: u64 = 1000;
 
 impl Shared {
     fn remote(&self, id: IssuerId) -> Option<&RemoteIssuer> {
@@ -174,35 +304,22 @@ impl Shared {
 
     /// Applies a decision to the current (effective) HTTP context.
     fn apply(&self, headers: &Headers, decision: Decision<'_>) -> Applied {
-        let remove = |name: &str| {
-            let _ = hostcalls::set_map_value(MapType::HttpRequestHeaders, name, None);
-        };
         match decision {
             Decision::PassThrough => {
                 if headers.has_claim_header {
-                    self.config
-                        .claim_headers
-                        .iter()
-                        .for_each(|(h, _)| remove(h));
+                    self.remove_claim_headers();
                 }
                 Applied::Continue
             }
             Decision::Allow(allow) => {
-                if headers.has_claim_header {
-                    self.config
-                        .claim_headers
-                        .iter()
-                        .for_each(|(h, _)| remove(h));
-                }
-                if allow.strip_authorization {
-                    remove("authorization");
-                }
-                for (name, value) in &allow.set_headers {
-                    let _ =
-                        hostcalls::set_map_value(MapType::HttpRequestHeaders, name, Some(value));
-                }
+                self.edit_headers(headers, &allow);
                 self.metrics.increment(ALLOWED_METRIC);
                 Applied::Continue
+            }
+            Decision::ReadBody { check, edits } => {
+                // Safe before the body decides: a denied request goes nowhere.
+                self.edit_headers(headers, &edits);
+                Applied::ReadBody(check)
             }
             Decision::Respond(response) => {
                 if let Outcome::Denied(reason) = response.outcome {
@@ -214,17 +331,89 @@ impl Shared {
                     );
                 }
                 self.metrics.increment(&response.outcome.metric());
+                for tool in &response.denied_tools {
+                    self.metrics
+                        .increment(&format!("tool_denied_{}", metric_safe(tool)));
+                }
                 let list: Vec<(&str, &str)> = response
                     .headers
                     .iter()
                     .map(|(n, v)| (*n, v.as_ref()))
                     .collect();
-                let body = (!response.body.is_empty()).then_some(response.body.as_bytes());
-                let _ = hostcalls::send_http_response(u32::from(response.status), list, body);
+                host::send_response(u32::from(response.status), &list, response.body.as_bytes());
                 Applied::Stopped
             }
             Decision::WaitForKeys { issuer, refetch } => Applied::Wait { issuer, refetch },
         }
+    }
+
+    /// Removes client copies of claim headers, then applies an allowed request's edits.
+    /// Fails silently once the headers have gone upstream (no hold for the body).
+    fn edit_headers(&self, headers: &Headers, allow: &Allow<'_>) {
+        if headers.has_claim_header {
+            self.remove_claim_headers();
+        }
+        if allow.strip_authorization {
+            host::remove_request_header("authorization");
+        }
+        for (name, value) in &allow.set_headers {
+            host::set_request_header(name, value);
+        }
+    }
+
+    /// A request held for keys whose body now decides. A body that arrived whole while
+    /// the request was held is decided at once; otherwise the HTTP context reads it as it
+    /// comes, with the headers still held where the host allows.
+    fn read_held_body(&self, w: &Waiter, check: BodyCheck, now_ms: u64) {
+        let held = self.held_bodies.borrow_mut().remove(&w.context_id);
+        if let Some(body) = held {
+            let decision = decide_body(&self.config, &check, &w.headers.request(), &body);
+            if let Applied::Continue = self.apply(&w.headers, decision) {
+                host::resume_request();
+            }
+            return;
+        }
+        self.body_checks.borrow_mut().insert(w.context_id, check);
+        if self.body_hold.get() == BodyHold::Unsupported {
+            host::resume_request();
+        } else {
+            self.awaiting_body.borrow_mut().push((w.context_id, now_ms));
+        }
+    }
+
+    fn remove_claim_headers(&self) {
+        for (header, _) in &self.config.claim_headers {
+            host::remove_request_header(header);
+        }
+    }
+
+    /// Releases requests held for a body that never came: the host does not deliver body
+    /// chunks while headers are held, so from now on this VM lets headers go first.
+    fn release_body_waits(&self) {
+        let now = now_ms();
+        let mut expired = Vec::new();
+        self.awaiting_body.borrow_mut().retain(|(id, since)| {
+            let keep = now < since + BODY_HOLD_PROBE_MS;
+            if !keep {
+                expired.push(*id);
+            }
+            keep
+        });
+        if expired.is_empty() {
+            return;
+        }
+        if self.body_hold.get() != BodyHold::Unsupported {
+            log::warn!(
+                "mcp-oauth-filter: no request body arrives while headers are held: set allow_on_headers_stop_iteration: true on the wasm filter so denied tool calls never reach the upstream; until then headers go upstream before the body is checked"
+            );
+            self.body_hold.set(BodyHold::Unsupported);
+        }
+        for id in expired {
+            if hostcalls::set_effective_context(id).is_ok() {
+                host::resume_request();
+            }
+        }
+        let _ = hostcalls::set_effective_context(self.root_context_id);
     }
 
     /// Holds the current request until its issuer's keys change or its wait runs out.
@@ -289,8 +478,9 @@ impl Shared {
             };
             match decision {
                 Applied::Continue => {
-                    let _ = hostcalls::resume_http_request();
+                    host::resume_request();
                 }
+                Applied::ReadBody(check) => self.read_held_body(&w, check, now_ms),
                 Applied::Stopped => {}
                 Applied::Wait { refetch, .. } if now_ms < w.deadline_ms => {
                     w.generation = generation;
@@ -301,14 +491,14 @@ impl Shared {
                 }
                 Applied::Wait { .. } => {
                     self.metrics.increment("requests_denied_keys_unavailable");
-                    let _ = hostcalls::send_http_response(
+                    host::send_response(
                         503,
-                        vec![
+                        &[
                             ("content-type", "application/json"),
                             ("retry-after", "5"),
                             ("cache-control", "no-store"),
                         ],
-                        Some(SERVICE_UNAVAILABLE_BODY),
+                        SERVICE_UNAVAILABLE_BODY,
                     );
                 }
             }
@@ -678,12 +868,16 @@ impl RootContext for Root {
             waiters: RefCell::default(),
             refetch_wanted: RefCell::default(),
             in_flight: RefCell::default(),
+            body_hold: Cell::new(BodyHold::Unknown),
+            awaiting_body: RefCell::default(),
+            body_checks: RefCell::default(),
+            held_bodies: RefCell::default(),
         };
         for remote in &shared.remotes {
             shared.ensure_state(remote);
             shared.sync(remote);
         }
-        if !shared.remotes.is_empty() {
+        if !shared.remotes.is_empty() || shared.config.resources.iter().any(|r| r.inspects_body()) {
             self.set_tick_period(TICK);
         }
         self.shared = Some(Rc::new(shared));
@@ -700,6 +894,7 @@ impl RootContext for Root {
             shared.maybe_fetch(remote, now);
         }
         shared.wake_waiters();
+        shared.release_body_waits();
     }
 
     fn create_http_context(&self, context_id: u32) -> Option<Box<dyn HttpContext>> {
@@ -707,6 +902,7 @@ impl RootContext for Root {
             context_id,
             shared: self.shared.clone(),
             stopped: false,
+            body: None,
         }))
     }
 
@@ -721,18 +917,92 @@ struct Http {
     shared: Option<Rc<Shared>>,
     /// A response was sent: nothing of this request may move on.
     stopped: bool,
+    /// The request's body decides (SPEC §9): the check and the headers it was decided on.
+    body: Option<(BodyCheck, Headers)>,
+}
+
+/// Metric names take what the operator configured, made safe for every stats sink.
+fn metric_safe(name: &str) -> String {
+    name.chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '_' || c == '-' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect()
+}
+
+impl Http {
+    /// A body chunk of a request held for keys: buffered; a whole body is kept for the
+    /// decision, an oversized one refused at once.
+    fn hold_body(&mut self, shared: &Shared, body_size: usize, end_of_stream: bool) -> Action {
+        if body_size > shared.config.max_body_bytes {
+            shared.forget(self.context_id);
+            let headers = Headers::read(&shared.config);
+            let response = decide::body_too_large(&shared.config, &headers.request());
+            let applied = shared.apply(&headers, Decision::Respond(response));
+            return self.finish(applied);
+        }
+        if end_of_stream {
+            let body = self.get_http_request_body(0, body_size).unwrap_or_default();
+            shared
+                .held_bodies
+                .borrow_mut()
+                .insert(self.context_id, body);
+        }
+        Action::Pause
+    }
+
+    /// Starts reading the body: holds the headers when the host delivers body chunks to a
+    /// held request, else lets them go (the body is still checked before it is forwarded).
+    fn read_body(
+        &mut self,
+        shared: &Shared,
+        check: BodyCheck,
+        headers: Headers,
+        end_of_stream: bool,
+    ) -> Action {
+        if end_of_stream {
+            let applied = {
+                let decision = decide_body(&shared.config, &check, &headers.request(), b"");
+                shared.apply(&headers, decision)
+            };
+            return self.finish(applied);
+        }
+        self.body = Some((check, headers));
+        if shared.body_hold.get() == BodyHold::Unsupported {
+            return Action::Continue;
+        }
+        shared
+            .awaiting_body
+            .borrow_mut()
+            .push((self.context_id, now_ms()));
+        Action::Pause
+    }
+
+    fn finish(&mut self, applied: Applied) -> Action {
+        match applied {
+            Applied::Continue => Action::Continue,
+            _ => {
+                self.stopped = true;
+                Action::Pause
+            }
+        }
+    }
 }
 
 impl Context for Http {}
 
 impl HttpContext for Http {
-    fn on_http_request_headers(&mut self, _num_headers: usize, _end_of_stream: bool) -> Action {
+    fn on_http_request_headers(&mut self, _num_headers: usize, end_of_stream: bool) -> Action {
         let Some(shared) = self.shared.clone() else {
             self.stopped = true;
-            self.send_http_response(
+            host::send_response(
                 503,
-                vec![("content-type", "application/json")],
-                Some(br#"{"error":"temporarily_unavailable","error_description":"authorization filter not configured"}"#),
+                &[("content-type", "application/json")],
+                br#"{"error":"temporarily_unavailable","error_description":"authorization filter not configured"}"#,
             );
             return Action::Pause;
         };
@@ -758,26 +1028,69 @@ impl HttpContext for Http {
                 shared.hold(self.context_id, headers, issuer, refetch);
                 Action::Pause
             }
+            Applied::ReadBody(check) => self.read_body(&shared, check, headers, end_of_stream),
         }
     }
 
-    fn on_http_request_body(&mut self, _body_size: usize, _end_of_stream: bool) -> Action {
+    fn on_http_request_body(&mut self, body_size: usize, end_of_stream: bool) -> Action {
+        let Some(shared) = self.shared.clone() else {
+            return Action::Pause;
+        };
         // With `allow_on_headers_stop_iteration`, body chunks arrive while the headers are
         // held; continuing here would release the request before it is decided.
-        let held = self
-            .shared
-            .as_ref()
-            .is_some_and(|s| s.is_waiting(self.context_id));
-        if self.stopped || held {
-            Action::Pause
-        } else {
-            Action::Continue
+        if self.stopped {
+            return Action::Pause;
         }
+        if shared.is_waiting(self.context_id) {
+            return self.hold_body(&shared, body_size, end_of_stream);
+        }
+        if self.body.is_none() {
+            // A request held for keys whose body check was decided by the root context.
+            let Some(check) = shared.body_checks.borrow_mut().remove(&self.context_id) else {
+                return Action::Continue;
+            };
+            self.body = Some((check, Headers::read(&shared.config)));
+        }
+        {
+            let mut awaiting = shared.awaiting_body.borrow_mut();
+            let before = awaiting.len();
+            awaiting.retain(|(id, _)| *id != self.context_id);
+            if awaiting.len() != before && shared.body_hold.get() == BodyHold::Unknown {
+                shared.body_hold.set(BodyHold::Works);
+            }
+        }
+        let headers = match &self.body {
+            Some((_, headers)) => headers.clone(),
+            None => return Action::Continue,
+        };
+        if body_size > shared.config.max_body_bytes {
+            let response = decide::body_too_large(&shared.config, &headers.request());
+            let applied = shared.apply(&headers, Decision::Respond(response));
+            return self.finish(applied);
+        }
+        if !end_of_stream {
+            return Action::Pause; // buffer until the whole body is here
+        }
+        let body = self.get_http_request_body(0, body_size).unwrap_or_default();
+        let Some((check, _)) = self.body.take() else {
+            return Action::Continue;
+        };
+        let applied = {
+            let decision = decide_body(&shared.config, &check, &headers.request(), &body);
+            shared.apply(&headers, decision)
+        };
+        self.finish(applied)
     }
 
     fn on_log(&mut self) {
         if let Some(shared) = &self.shared {
             shared.forget(self.context_id);
+            shared
+                .awaiting_body
+                .borrow_mut()
+                .retain(|(id, _)| *id != self.context_id);
+            shared.body_checks.borrow_mut().remove(&self.context_id);
+            shared.held_bodies.borrow_mut().remove(&self.context_id);
         }
     }
 }

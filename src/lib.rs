@@ -16,6 +16,7 @@ pub mod extract;
 pub mod json;
 pub mod keyring;
 pub mod keys;
+pub mod mcp;
 pub mod metadata;
 pub mod paths;
 pub mod remote;

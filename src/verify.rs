@@ -255,7 +255,7 @@ pub fn verify(
         issuer,
         key: key.fingerprint,
         exp,
-        scopes: scopes::granted(&claims),
+        scopes: scopes::expand(scopes::granted(&claims), &config.implications),
         claims,
     });
     if let (Some(cache), Some(digest)) = (cache, digest) {
