@@ -1,0 +1,375 @@
+//! `mcp-oauth-filter` on the command line (SPEC §10): `check` a plugin configuration, or
+//! `explain` the decision the filter would make for a token, step by step. It runs the very
+//! same core as the filter (`Config::from_json`, `decide`, `decide_body`), natively.
+
+use mcp_oauth_filter::config::{Config, KeySource};
+use mcp_oauth_filter::decide::{decide, decide_body, Decision, Outcome, Request};
+use mcp_oauth_filter::json::decode_object;
+use mcp_oauth_filter::keyring::KeyRing;
+use mcp_oauth_filter::keys::KeySet;
+use mcp_oauth_filter::remote::{self, FetchState};
+use serde_json::Value;
+use std::process::ExitCode;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+const USAGE: &str = "usage:
+  mcp-oauth-filter check CONFIG.json
+  mcp-oauth-filter explain --config CONFIG.json --token TOKEN [--method POST] [--path /mcp]
+                           [--authority HOST] [--body FILE] [--jwks FILE] [--now UNIX]
+
+check    validates a plugin configuration: exit 0 and a summary, or exit 1 and the field at fault.
+explain  prints the decision the filter would make for a request with TOKEN (a token, or @FILE
+         to read it from a file), and why: exit 0 if allowed, 1 if denied, 2 on usage errors.
+         --jwks gives the key set of issuers whose keys the filter would fetch.";
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let result = match args.first().map(String::as_str) {
+        Some("check") if args.len() == 2 => check(&args[1]),
+        Some("explain") => match ExplainArgs::parse(&args[1..]) {
+            Ok(a) => explain(&a),
+            Err(e) => Err(e),
+        },
+        Some("-h" | "--help" | "help") => {
+            println!("{USAGE}");
+            return ExitCode::SUCCESS;
+        }
+        _ => Err(Failure::Usage("expected a command".into())),
+    };
+    match result {
+        Ok(code) => code,
+        Err(Failure::Usage(msg)) => {
+            eprintln!("error: {msg}\n\n{USAGE}");
+            ExitCode::from(2)
+        }
+        Err(Failure::Invalid(msg)) => {
+            eprintln!("error: {msg}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+enum Failure {
+    Usage(String),
+    /// The configuration (or an input file) is invalid: exit 1.
+    Invalid(String),
+}
+
+fn read(path: &str) -> Result<Vec<u8>, Failure> {
+    std::fs::read(path).map_err(|e| Failure::Usage(format!("cannot read {path}: {e}")))
+}
+
+fn load_config(path: &str) -> Result<Config, Failure> {
+    let text = read(path)?;
+    Config::from_json(&text)
+        .map_err(|e| Failure::Invalid(format!("{path}: {e} [{}]", e.kind.code())))
+}
+
+fn check(path: &str) -> Result<ExitCode, Failure> {
+    let config = load_config(path)?;
+    println!("{path}: configuration OK");
+    println!("resources:");
+    for r in &config.resources {
+        let prefix = if r.path_prefix.is_empty() {
+            "/"
+        } else {
+            &r.path_prefix
+        };
+        println!("  {}", r.resource);
+        println!("    protected paths:       {prefix} and below");
+        println!("    metadata URL:          {}", r.metadata_url);
+        let servers: Vec<&str> = r
+            .issuers
+            .iter()
+            .filter_map(|id| config.issuers.get(*id))
+            .map(|i| i.issuer.as_str())
+            .collect();
+        println!("    authorization servers: {}", servers.join(", "));
+        println!("    accepted audiences:    {}", r.audiences.join(", "));
+        println!(
+            "    required scopes:       {}",
+            list_or_none(&r.required_scopes)
+        );
+        let mut tools: Vec<_> = r.tool_scopes.iter().collect();
+        tools.sort();
+        for (tool, scopes) in tools {
+            println!("    tool {tool:<17} {}", scopes.join(" "));
+        }
+        let mut methods: Vec<_> = r.method_scopes.iter().collect();
+        methods.sort();
+        for (method, scopes) in methods {
+            println!("    method {method:<15} {}", scopes.join(" "));
+        }
+    }
+    println!("issuers:");
+    for i in &config.issuers {
+        let algs: Vec<&str> = i.algorithms.iter().map(|a| a.name()).collect();
+        println!("  {}", i.issuer);
+        println!("    algorithms:  {}", algs.join(" "));
+        match &i.keys {
+            KeySource::Inline(set) => {
+                let keys: Vec<String> = set
+                    .keys()
+                    .iter()
+                    .map(|k| {
+                        format!(
+                            "{} ({})",
+                            k.kid.as_deref().unwrap_or("no kid"),
+                            k.material.kind()
+                        )
+                    })
+                    .collect();
+                println!(
+                    "    key source:  inline jwks, {} key(s): {}",
+                    set.len(),
+                    keys.join(", ")
+                );
+            }
+            KeySource::Remote {
+                cluster,
+                jwks_uri,
+                policy,
+            } => {
+                match jwks_uri {
+                    Some(uri) => println!(
+                        "    key source:  fetched from {}{} through Envoy cluster {cluster:?}",
+                        uri.origin(),
+                        uri.path
+                    ),
+                    None => println!(
+                        "    key source:  discovered (RFC 8414, then OpenID Connect) through Envoy cluster {cluster:?}"
+                    ),
+                }
+                println!(
+                    "    fetching:    cache {} s without max-age, unknown-kid refetch at most every {} s, timeout {} ms, first-load wait {} ms",
+                    policy.cache_seconds, policy.refetch_interval_seconds, policy.fetch_timeout_ms, policy.wait_ms
+                );
+            }
+        }
+    }
+    for w in &config.warnings {
+        println!("warning: {w}");
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn list_or_none(items: &[String]) -> String {
+    if items.is_empty() {
+        "(none)".into()
+    } else {
+        items.join(" ")
+    }
+}
+
+struct ExplainArgs {
+    config: String,
+    token: String,
+    method: String,
+    path: Option<String>,
+    authority: Option<String>,
+    body: Option<String>,
+    jwks: Option<String>,
+    now: Option<u64>,
+}
+
+impl ExplainArgs {
+    fn parse(args: &[String]) -> Result<ExplainArgs, Failure> {
+        let mut out = ExplainArgs {
+            config: String::new(),
+            token: String::new(),
+            method: "POST".into(),
+            path: None,
+            authority: None,
+            body: None,
+            jwks: None,
+            now: None,
+        };
+        let mut it = args.iter();
+        while let Some(flag) = it.next() {
+            let mut value = || {
+                it.next()
+                    .cloned()
+                    .ok_or_else(|| Failure::Usage(format!("{flag} needs a value")))
+            };
+            match flag.as_str() {
+                "--config" => out.config = value()?,
+                "--token" => out.token = value()?,
+                "--method" => out.method = value()?.to_ascii_uppercase(),
+                "--path" => out.path = Some(value()?),
+                "--authority" => out.authority = Some(value()?),
+                "--body" => out.body = Some(value()?),
+                "--jwks" => out.jwks = Some(value()?),
+                "--now" => {
+                    let v = value()?;
+                    out.now = Some(
+                        v.parse()
+                            .map_err(|_| Failure::Usage(format!("--now {v}: not a UNIX time")))?,
+                    );
+                }
+                other => return Err(Failure::Usage(format!("unknown option {other}"))),
+            }
+        }
+        if out.config.is_empty() || out.token.is_empty() {
+            return Err(Failure::Usage("explain needs --config and --token".into()));
+        }
+        if let Some(file) = out.token.strip_prefix('@') {
+            out.token = String::from_utf8_lossy(&read(file)?).trim().to_string();
+        }
+        Ok(out)
+    }
+}
+
+/// The token's header and claims as sent (not verified): what a person reads first.
+fn describe_token(token: &str, now: u64) {
+    let parts: Vec<&str> = token.split('.').collect();
+    println!("  token: {} bytes, {} part(s)", token.len(), parts.len());
+    if parts.len() != 3 {
+        return;
+    }
+    if let Ok(header) = decode_object(parts[0]) {
+        println!("  header (unverified): {}", Value::Object(header));
+    }
+    let Ok(claims) = decode_object(parts[1]) else {
+        return;
+    };
+    for name in ["iss", "aud", "sub", "scope", "scp", "client_id"] {
+        if let Some(v) = claims.get(name) {
+            println!("  {name}: {v}");
+        }
+    }
+    for name in ["exp", "nbf", "iat"] {
+        if let Some(t) = claims.get(name).and_then(Value::as_f64) {
+            let delta = t - now as f64;
+            let when = if delta >= 0.0 {
+                format!("in {delta:.0} s")
+            } else {
+                format!("{:.0} s ago", -delta)
+            };
+            println!("  {name}: {t} ({when})");
+        }
+    }
+}
+
+fn explain(a: &ExplainArgs) -> Result<ExitCode, Failure> {
+    let config = load_config(&a.config)?;
+    let now = a.now.unwrap_or_else(|| {
+        SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs())
+    });
+    let mut keys = KeyRing::new(&config);
+    if let Some(file) = &a.jwks {
+        let (set, skipped) = remote::read_jwks(200, &read(file)?)
+            .map_err(|e| Failure::Invalid(format!("{file}: {e}")))?;
+        for line in skipped {
+            println!("note: {file}: {line}");
+        }
+        install_remote(&config, &mut keys, set, now);
+    }
+    let first = &config.resources[0];
+    let path = a
+        .path
+        .clone()
+        .unwrap_or_else(|| match first.path_prefix.as_str() {
+            "" => "/".into(),
+            p => p.into(),
+        });
+    let authority = a.authority.clone().unwrap_or_else(|| {
+        config
+            .resource_for_path(&path, "")
+            .map_or(first.url.authority.clone(), |r| r.url.authority.clone())
+    });
+    let authorization = format!("Bearer {}", a.token);
+    let req = Request {
+        method: &a.method,
+        path: &path,
+        authority: &authority,
+        authorization: vec![&authorization],
+        ..Request::default()
+    };
+
+    println!("1. request: {} {path} (authority {authority})", a.method);
+    match config.resource_for_path(mcp_oauth_filter::paths::split_query(&path).0, &authority) {
+        Some(r) => println!("2. resource: {} (metadata {})", r.resource, r.metadata_url),
+        None => println!("2. resource: none; the path is not protected"),
+    }
+    println!("3. credential: Bearer token");
+    describe_token(&a.token, now);
+    let mut decision = decide(&config, &keys, &req, now);
+    if let Decision::ReadBody { check, .. } = &decision {
+        let body = match &a.body {
+            Some(file) => read(file)?,
+            None => Vec::new(),
+        };
+        println!(
+            "4. token valid; the resource has per-tool/method scopes, so the body decides ({} bytes{})",
+            body.len(),
+            if a.body.is_none() { ", none given: use --body" } else { "" }
+        );
+        decision = decide_body(&config, check, &req, &body);
+    } else {
+        println!(
+            "4. checks: iss, alg, aud, exp/nbf (skew {} s), key by kid, signature, scopes",
+            config.clock_skew
+        );
+    }
+    Ok(report(&decision))
+}
+
+/// Fetched-key issuers get the `--jwks` set, as if the filter had fetched it.
+fn install_remote(config: &Config, keys: &mut KeyRing, set: KeySet, now: u64) {
+    for (id, issuer) in config.issuers.iter().enumerate() {
+        if let KeySource::Remote { policy, .. } = &issuer.keys {
+            let mut state = FetchState::default();
+            state.succeed(now, None, 1, policy);
+            keys.install(id, set.clone(), state);
+        }
+    }
+}
+
+fn report(decision: &Decision<'_>) -> ExitCode {
+    match decision {
+        Decision::PassThrough => {
+            println!("decision: PASS THROUGH (not a protected path: forwarded untouched)");
+            ExitCode::SUCCESS
+        }
+        Decision::Allow(allow) => {
+            println!("decision: ALLOW (forwarded to the upstream)");
+            if allow.strip_authorization {
+                println!("  authorization: removed before the upstream");
+            } else {
+                println!("  authorization: forwarded");
+            }
+            for (name, value) in &allow.set_headers {
+                println!("  {name}: {value}");
+            }
+            ExitCode::SUCCESS
+        }
+        Decision::Respond(r) => {
+            let reason = match r.outcome {
+                Outcome::Denied(code) => code.to_string(),
+                other => other.metric().into_owned(),
+            };
+            println!("decision: {} ({reason})", r.status);
+            for (name, value) in &r.headers {
+                println!("  {name}: {value}");
+            }
+            if !r.body.is_empty() {
+                println!("  body: {}", r.body);
+            }
+            if matches!(r.outcome, Outcome::Denied(_)) {
+                ExitCode::FAILURE
+            } else {
+                ExitCode::SUCCESS
+            }
+        }
+        Decision::WaitForKeys { .. } => {
+            println!("decision: 503 after waiting (the issuer's keys are fetched: pass them with --jwks FILE)");
+            ExitCode::FAILURE
+        }
+        Decision::ReadBody { .. } => {
+            println!("decision: needs the request body (--body FILE)");
+            ExitCode::FAILURE
+        }
+    }
+}

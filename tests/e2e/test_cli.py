@@ -1,0 +1,170 @@
+"""The `mcp-oauth-filter` command line (SPEC §10): the native binary that shares the core.
+
+Runs the real binary (`cargo build --bin mcp-oauth-filter`) on configuration files and tokens
+and asserts on exit codes and what a person reads.
+"""
+from __future__ import annotations
+
+import json
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from harness import tokens
+
+REPO = Path(__file__).resolve().parents[2]
+BINARY = REPO / "target" / "debug" / "mcp-oauth-filter"
+ISSUER = "https://auth.example.com"
+RESOURCE = "https://mcp.example.com/mcp"
+
+
+@pytest.fixture(scope="module")
+def cli():
+    subprocess.run(["cargo", "build", "--quiet", "--bin", "mcp-oauth-filter"], cwd=REPO, check=True)
+
+    def run(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run([str(BINARY), *args], capture_output=True, text=True, timeout=60)
+
+    return run
+
+
+def write(tmp_path: Path, name: str, content) -> str:
+    path = tmp_path / name
+    path.write_text(content if isinstance(content, str) else json.dumps(content))
+    return str(path)
+
+
+def config(**extra) -> dict:
+    base = {
+        "resources": [
+            {
+                "resource": RESOURCE,
+                "authorization_servers": [ISSUER],
+                "required_scopes": ["mcp:read"],
+            }
+        ],
+        "issuers": [{"issuer": ISSUER, "jwks": tokens.fixture_jwks()}],
+        "claims_to_headers": {"x-mcp-subject": "sub"},
+    }
+    base.update(extra)
+    return base
+
+
+def token(**claim_overrides) -> str:
+    return tokens.mint(tokens.claims(ISSUER, RESOURCE, scope="mcp:read", **claim_overrides))
+
+
+def test_check_accepts_a_valid_configuration_and_summarizes_it(cli, tmp_path):
+    result = cli("check", write(tmp_path, "c.json", config()))
+    assert result.returncode == 0, result.stderr
+    out = result.stdout
+    assert "configuration OK" in out
+    assert RESOURCE in out
+    assert "https://mcp.example.com/.well-known/oauth-protected-resource/mcp" in out
+    assert ISSUER in out and "inline jwks, 5 key(s)" in out
+
+
+def test_check_summarizes_fetched_key_sources(cli, tmp_path):
+    cfg = config(issuers=[{"issuer": ISSUER, "cluster": "auth", "jwks_uri": "https://auth.example.com/jwks"}])
+    result = cli("check", write(tmp_path, "c.json", cfg))
+    assert result.returncode == 0, result.stderr
+    assert 'fetched from https://auth.example.com/jwks through Envoy cluster "auth"' in result.stdout
+
+
+@pytest.mark.parametrize(
+    "mutate, field",
+    [
+        (lambda c: c["resources"][0].update(authorization_servers=["https://other"]), "resources[0].authorization_servers[0]"),
+        (lambda c: c.update(unknown=1), "unknown"),
+        (lambda c: c["issuers"][0].update(algorithms=["HS256"]), "issuers[0].algorithms[0]"),
+        (lambda c: c.update(scope_implies={"a": ["b"], "b": ["a"]}), "scope_implies.a"),
+    ],
+)
+def test_check_names_the_field_at_fault_and_exits_1(cli, tmp_path, mutate, field):
+    cfg = config()
+    mutate(cfg)
+    result = cli("check", write(tmp_path, "c.json", cfg))
+    assert result.returncode == 1
+    assert field in result.stderr, result.stderr
+
+
+def test_check_refuses_text_that_is_not_json(cli, tmp_path):
+    result = cli("check", write(tmp_path, "c.json", "{not json"))
+    assert result.returncode == 1
+    assert "syntax" in result.stderr
+
+
+def test_explain_allows_a_valid_token_and_shows_the_forwarded_headers(cli, tmp_path):
+    result = cli("explain", "--config", write(tmp_path, "c.json", config()), "--token", token())
+    assert result.returncode == 0, result.stdout + result.stderr
+    out = result.stdout
+    assert "decision: ALLOW" in out
+    assert "x-mcp-subject: user-123" in out
+    assert "authorization: removed" in out
+    assert '"https://auth.example.com"' in out
+
+
+@pytest.mark.parametrize(
+    "make_token, args, status, reason",
+    [
+        (lambda: token(lifetime=-3600), [], "401", "token_expired"),
+        (lambda: tokens.mint(tokens.claims(ISSUER, "https://elsewhere/mcp", scope="mcp:read")), [], "401", "audience_not_accepted"),
+        (lambda: tokens.mint(tokens.claims("https://evil", RESOURCE, scope="mcp:read")), [], "401", "issuer_not_accepted"),
+        (lambda: tokens.mint(tokens.claims(ISSUER, RESOURCE, scope="mcp:read"), corrupt_signature=True), [], "401", "bad_signature"),
+        (lambda: tokens.mint(tokens.claims(ISSUER, RESOURCE, scope="mcp:read"), kid="nope"), [], "401", "unknown_kid"),
+        (lambda: tokens.mint(tokens.claims(ISSUER, RESOURCE, scope="other")), [], "403", "insufficient_scope"),
+        (lambda: "not-a-token", [], "401", "malformed_token"),
+    ],
+)
+def test_explain_denies_with_the_status_challenge_and_reason(cli, tmp_path, make_token, args, status, reason):
+    result = cli("explain", "--config", write(tmp_path, "c.json", config()), "--token", make_token(), *args)
+    assert result.returncode == 1, result.stdout
+    assert f"decision: {status} ({reason})" in result.stdout
+    assert "www-authenticate: Bearer" in result.stdout
+
+
+def test_explain_uses_now_and_reads_the_token_from_a_file(cli, tmp_path):
+    t = token()
+    token_file = write(tmp_path, "t.txt", t + "\n")
+    cfg = write(tmp_path, "c.json", config())
+    later = str(tokens.now() + 10_000)
+    assert cli("explain", "--config", cfg, "--token", "@" + token_file).returncode == 0
+    expired = cli("explain", "--config", cfg, "--token", "@" + token_file, "--now", later)
+    assert expired.returncode == 1
+    assert "token_expired" in expired.stdout
+
+
+def test_explain_takes_fetched_keys_from_a_jwks_file(cli, tmp_path):
+    cfg = write(tmp_path, "c.json", config(issuers=[{"issuer": ISSUER, "cluster": "auth"}]))
+    without = cli("explain", "--config", cfg, "--token", token())
+    assert without.returncode == 1 and "--jwks" in without.stdout
+    jwks = str(REPO / "tests" / "fixtures" / "jwks.json")
+    assert cli("explain", "--config", cfg, "--token", token(), "--jwks", jwks).returncode == 0
+
+
+def test_explain_decides_tool_calls_from_the_body(cli, tmp_path):
+    resource = {
+        "resource": RESOURCE,
+        "authorization_servers": [ISSUER],
+        "required_scopes": ["mcp:read"],
+        "tool_scopes": {"delete_all": ["mcp:admin"]},
+    }
+    cfg = write(tmp_path, "c.json", config(resources=[resource]))
+    call = lambda name: {"jsonrpc": "2.0", "id": 1, "method": "tools/call", "params": {"name": name}}
+    allowed = cli("explain", "--config", cfg, "--token", token(), "--body", write(tmp_path, "a.json", call("add")))
+    assert allowed.returncode == 0, allowed.stdout
+    denied = cli("explain", "--config", cfg, "--token", token(), "--body", write(tmp_path, "d.json", call("delete_all")))
+    assert denied.returncode == 1
+    assert 'scope="mcp:read mcp:admin"' in denied.stdout
+
+
+def test_explain_passes_unprotected_paths_through(cli, tmp_path):
+    result = cli("explain", "--config", write(tmp_path, "c.json", config()), "--token", token(), "--path", "/health")
+    assert result.returncode == 0
+    assert "PASS THROUGH" in result.stdout
+
+
+def test_usage_errors_exit_2(cli):
+    assert cli("explain", "--config").returncode == 2
+    assert cli("frobnicate").returncode == 2
