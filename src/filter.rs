@@ -390,6 +390,9 @@ impl Shared {
     /// Releases requests held for a body that never came: the host does not deliver body
     /// chunks while headers are held, so from now on this VM lets headers go first.
     fn release_body_waits(&self) {
+        if self.body_hold.get() == BodyHold::Works {
+            return; // bodies do arrive while held: a slow client is just slow
+        }
         let now = now_ms();
         let mut expired = Vec::new();
         self.awaiting_body.borrow_mut().retain(|(id, since)| {
