@@ -100,9 +100,11 @@ impl ResourceChallenge {
                 None => format!("Bearer {error}, {}", self.rm_param),
             },
             ErrorCode::InsufficientScope => {
-                let scope = scope_param(needed.iter().copied()).unwrap_or_default();
+                let scope = scope_param(needed.iter().copied())
+                    .map(|p| format!("{p}, "))
+                    .unwrap_or_default();
                 format!(
-                    "Bearer error=\"insufficient_scope\", {scope}, {}, error_description={}",
+                    "Bearer error=\"insufficient_scope\", {scope}{}, error_description={}",
                     self.rm_param,
                     quote(description)
                 )
@@ -157,6 +159,15 @@ mod tests {
         assert_eq!(
             challenge(&[]).with_error(ErrorCode::InvalidToken, "x", &[]),
             format!("Bearer error=\"invalid_token\", error_description=\"x\", resource_metadata=\"{RM}\"")
+        );
+    }
+
+    #[test]
+    fn never_renders_an_empty_list_element() {
+        let c = challenge(&[]);
+        assert_eq!(
+            c.with_error(ErrorCode::InsufficientScope, "x", &[]),
+            format!("Bearer error=\"insufficient_scope\", resource_metadata=\"{RM}\", error_description=\"x\"")
         );
     }
 

@@ -53,7 +53,9 @@ pub fn extract<'a>(authorization: &[&'a str], query: Option<&str>) -> Credential
         // Another scheme; but "Basic x, Bearer y" is two credentials joined by Envoy.
         let joined_bearer = value.split(',').skip(1).any(|part| {
             let part = part.trim_start_matches([' ', '\t']);
-            part.len() > 6 && part[..6].eq_ignore_ascii_case("bearer") && part.as_bytes()[6] == b' '
+            // Byte-wise: the value may hold any UTF-8, and slicing it could split a character.
+            let b = part.as_bytes();
+            b.len() > 6 && b[..6].eq_ignore_ascii_case(b"bearer") && b[6] == b' '
         });
         return if joined_bearer {
             Credential::Invalid("several Authorization headers")
@@ -102,6 +104,12 @@ mod tests {
         assert_eq!(extract(&["Basic dXNlcjpwYXNz"], None), Missing);
         assert_eq!(extract(&["Digest realm=\"a\", nonce=\"b\""], None), Missing);
         assert_eq!(extract(&["Bearerabc"], None), Missing);
+        // Multi-byte characters where a scheme name would end must not split a character.
+        assert_eq!(extract(&["Basic x, abcde\u{e9}"], None), Missing);
+        assert_eq!(
+            extract(&["Basic x, \u{e9}\u{e9}\u{e9}\u{e9}"], None),
+            Missing
+        );
     }
 
     #[test]

@@ -259,7 +259,10 @@ fn read_jwk(value: &Value) -> Result<VerifyingKey, JwkOutcome> {
         "RSA" => {
             let n = strip_leading_zeros(b64_member(jwk, "n", None)?);
             let e = strip_leading_zeros(b64_member(jwk, "e", None)?);
-            let bits = n.len() * 8 - n.first().map_or(8, |b| b.leading_zeros() as usize);
+            let bits = match n.first() {
+                Some(top) => n.len() * 8 - top.leading_zeros() as usize,
+                None => 0,
+            };
             if !(2048..=8192).contains(&bits) {
                 return Err(JwkOutcome::Skipped(format!(
                     "RSA modulus of {bits} bits (2048 to 8192 accepted)"
@@ -541,6 +544,8 @@ pub(crate) mod tests {
             json!({"kty": "RSA", "alg": "RSA-OAEP", "n": "AQAB", "e": "AQAB"}),
             json!({"kty": "RSA", "key_ops": ["encrypt"], "n": "AQAB", "e": "AQAB"}),
             fixture("rsa-1024.jwk.json"),
+            json!({"kty": "RSA", "n": "", "e": "AQAB"}),
+            json!({"kty": "RSA", "n": "AAAA", "e": "AQAB"}),
         ];
         for jwk in cases {
             assert!(matches!(parse_jwk(&jwk), JwkOutcome::Skipped(_)), "{jwk}");
@@ -553,6 +558,8 @@ pub(crate) mod tests {
         short_x["x"] = json!("AAAA");
         let mut private = fixture("ed25519.jwk.json");
         private["d"] = json!("AAAA");
+        let mut no_exponent = fixture("rsa-a.jwk.json");
+        no_exponent["e"] = json!("");
         let mut wrong_alg = fixture("ec-p256.jwk.json");
         wrong_alg["alg"] = json!("RS256");
         let cases = [
@@ -560,6 +567,7 @@ pub(crate) mod tests {
             (json!({"kty": "RSA", "n": "!!", "e": "AQAB"}), "n"),
             (json!({"n": "AQAB"}), "kty"),
             (short_x, "x"),
+            (no_exponent, "e"),
             (private, "d"),
             (wrong_alg, "alg"),
         ];

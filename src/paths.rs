@@ -72,10 +72,11 @@ fn decode_escapes(path: &str) -> (String, bool) {
     while i < bytes.len() {
         match bytes[i] {
             b'%' => {
-                let hex = bytes.get(i + 1..i + 3).and_then(|h| {
-                    let h = std::str::from_utf8(h).ok()?;
-                    u8::from_str_radix(h, 16).ok()
-                });
+                // Two hex digits exactly: `from_str_radix` alone would take "+2" as a number.
+                let hex = bytes
+                    .get(i + 1..i + 3)
+                    .filter(|h| h.iter().all(u8::is_ascii_hexdigit))
+                    .and_then(|h| u8::from_str_radix(std::str::from_utf8(h).ok()?, 16).ok());
                 match hex {
                     Some(b) if b.is_ascii_alphanumeric() || b"-._~".contains(&b) => {
                         out.push(b as char)
@@ -198,6 +199,7 @@ mod tests {
             ("/x%2F..%2Fmcp", Ambiguous("/mcp".into())),
             ("/mcp%", Ambiguous("/mcp%".into())),
             ("/mcp%zz", Ambiguous("/mcp%zz".into())),
+            ("/mcp%+2x", Ambiguous("/mcp%+2x".into())),
             ("mcp", Rewritten("/mcp".into())),
         ];
         for (input, want) in table {
