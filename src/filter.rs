@@ -537,15 +537,23 @@ impl Shared {
         }
     }
 
-    /// Brings this worker's copy of an issuer's keys up to the shared version.
-    fn sync(&self, remote: &RemoteIssuer) {
+    /// Syncs every fetched issuer; whether any key set changed.
+    fn sync_all(&self) -> bool {
+        self.remotes
+            .iter()
+            .fold(false, |changed, r| self.sync(r) | changed)
+    }
+
+    /// Brings this worker's copy of an issuer's keys up to the shared version; whether the
+    /// installed key set changed.
+    fn sync(&self, remote: &RemoteIssuer) -> bool {
         let (Some(state), _) = self.read_state(remote) else {
-            return;
+            return false;
         };
         let installed = self.keys.borrow().installed_version(remote.id);
         if state.version == 0 || state.version == installed {
             self.keys.borrow_mut().observe(remote.id, state);
-            return;
+            return false;
         }
         let jwks = hostcalls::get_shared_data(&remote.jwks_key)
             .ok()
@@ -562,6 +570,7 @@ impl Shared {
                 self.keys.borrow_mut().install(remote.id, set, state);
                 self.metrics
                     .set("keys_in_use", self.keys.borrow().key_count() as u64);
+                true
             }
             Err(e) => {
                 log::warn!(
@@ -569,6 +578,7 @@ impl Shared {
                     remote.issuer
                 );
                 self.keys.borrow_mut().observe(remote.id, state);
+                false
             }
         }
     }
@@ -914,6 +924,15 @@ impl RootContext for Root {
     }
 }
 
+/// Whether a decision was made without keys this worker may simply not have synced yet.
+fn missed_keys(decision: &Decision<'_>) -> bool {
+    match decision {
+        Decision::WaitForKeys { .. } => true,
+        Decision::Respond(r) => r.outcome == Outcome::Denied("unknown_kid"),
+        _ => false,
+    }
+}
+
 struct Http {
     context_id: u32,
     /// `None` only if the configuration was refused and the host created a context anyway.
@@ -1016,8 +1035,18 @@ impl HttpContext for Http {
             .unwrap_or_default()
             .as_secs();
         let applied = {
-            let keys = shared.keys.borrow();
-            let decision = decide(&shared.config, &*keys, &headers.request(), now);
+            let mut keys = shared.keys.borrow();
+            let mut decision = decide(&shared.config, &*keys, &headers.request(), now);
+            if missed_keys(&decision) {
+                // Another worker may have stored newer keys since this one's last tick.
+                drop(keys);
+                if shared.sync_all() {
+                    keys = shared.keys.borrow();
+                    decision = decide(&shared.config, &*keys, &headers.request(), now);
+                } else {
+                    keys = shared.keys.borrow();
+                }
+            }
             shared.metrics.count_cache(&keys);
             shared.apply(&headers, decision)
         };
