@@ -1,22 +1,20 @@
-//! The verified-token cache (issue 5): a bounded per-worker map from a token's SHA-256 to
-//! what its signature vouched for, so an MCP session's repeated token costs a hash, not a
-//! signature check. Claim checks (issuer, audience, expiry, scopes) still run on every hit,
-//! for the resource at hand; an entry never outlives the token's `exp` nor the key that
-//! verified it.
+//! The verified-token cache (issue 5): a bounded per-worker map from a token to what its
+//! signature vouched for, so an MCP session's repeated token costs a hash, not a signature
+//! check. Claim checks (issuer, audience, expiry, scopes) still run on every hit, for the
+//! resource at hand; an entry never outlives the token's `exp` nor the key that verified it.
+//!
+//! The key is 128 bits from two SipHash instances under random keys drawn when the worker
+//! starts (`RandomState`): nobody outside can compute it, so nobody can make a forged token
+//! collide with a cached one, and it costs a fraction of a SHA-256 in wasm.
 
 use crate::verify::Signed;
 use std::cell::RefCell;
+use std::collections::hash_map::RandomState;
 use std::collections::{HashMap, VecDeque};
+use std::hash::BuildHasher;
 use std::rc::Rc;
 
-pub type Digest = [u8; 32];
-
-pub fn digest(token: &str) -> Digest {
-    let d = ring::digest::digest(&ring::digest::SHA256, token.as_bytes());
-    let mut out = [0u8; 32];
-    out.copy_from_slice(d.as_ref());
-    out
-}
+pub type Digest = (u64, u64);
 
 #[derive(Default)]
 struct Inner {
@@ -31,15 +29,29 @@ struct Inner {
 /// reference; each VM is single-threaded.
 pub struct TokenCache {
     capacity: usize,
+    keys: (RandomState, RandomState),
     inner: RefCell<Inner>,
 }
 
 impl TokenCache {
     pub fn new(capacity: usize) -> TokenCache {
+        // Allocated once, at full size: tables that grow and move leave holes in a wasm heap
+        // that never shrinks.
+        let inner = Inner {
+            map: HashMap::with_capacity(capacity),
+            order: VecDeque::with_capacity(2 * capacity + 1),
+            ..Inner::default()
+        };
         TokenCache {
             capacity,
-            inner: RefCell::default(),
+            keys: (RandomState::new(), RandomState::new()),
+            inner: RefCell::new(inner),
         }
+    }
+
+    /// The cache key of a token.
+    pub fn key(&self, token: &str) -> Digest {
+        (self.keys.0.hash_one(token), self.keys.1.hash_one(token))
     }
 
     /// The entry for a token still within `exp` + `skew` at `now`.
@@ -124,9 +136,25 @@ mod tests {
             issuer,
             key,
             exp,
-            claims: Default::default(),
+            facts: Default::default(),
             scopes: vec![],
+            header_values: vec![],
         })
+    }
+
+    fn digest(token: &str) -> Digest {
+        // Tests use one fixed-key cache's keys: any cache's `key` is equally good here.
+        thread_local!(static C: TokenCache = TokenCache::new(0));
+        C.with(|c| c.key(token))
+    }
+
+    #[test]
+    fn keys_differ_per_token_and_per_worker() {
+        let a = TokenCache::new(1);
+        let b = TokenCache::new(1);
+        assert_eq!(a.key("t"), a.key("t"));
+        assert_ne!(a.key("t"), a.key("u"));
+        assert_ne!(a.key("t"), b.key("t"), "random keys per cache");
     }
 
     #[test]

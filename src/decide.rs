@@ -8,7 +8,6 @@ use crate::extract::{self, Credential};
 use crate::mcp;
 use crate::paths::{self, Normalized};
 use crate::verify::{self, AuthError, KeyStore, VerifiedToken};
-use serde_json::Value;
 use std::borrow::Cow;
 
 /// What the filter needs to know about a request.
@@ -24,6 +23,7 @@ pub struct Request<'a> {
     pub access_control_request_method: Option<&'a str>,
     pub mcp_method: Option<&'a str>,
     pub mcp_name: Option<&'a str>,
+    pub content_length: Option<&'a str>,
 }
 
 /// A response the filter makes itself.
@@ -184,6 +184,13 @@ fn authorize<'c>(
     token: VerifiedToken,
 ) -> Decision<'c> {
     if resource.inspects_body() && req.method == "POST" {
+        // Refuse a body announced too large before any of it is buffered.
+        let announced = req
+            .content_length
+            .and_then(|l| l.trim().parse::<u64>().ok());
+        if announced.is_some_and(|l| l > config.max_body_bytes as u64) {
+            return Decision::Respond(body_too_large(config, req));
+        }
         let index = config
             .resources
             .iter()
@@ -254,9 +261,8 @@ fn allow<'c>(
     let set_headers = config
         .claim_headers
         .iter()
-        .filter_map(|(header, claim)| {
-            claim_header_value(token.claims.get(claim)?).map(|v| (header.as_str(), v))
-        })
+        .zip(&token.header_values)
+        .filter_map(|((header, _), value)| Some((header.as_str(), value.clone()?)))
         .collect();
     Allow {
         resource,
@@ -330,18 +336,6 @@ pub fn body_too_large<'c>(config: &'c Config, req: &Request<'_>) -> Response<'c>
         outcome: Outcome::Denied("body_too_large"),
         denied_tools: Vec::new(),
     }
-}
-
-/// String, number and bool claims become header values; anything with a control character
-/// (which could split a header) or of another type is not forwarded.
-fn claim_header_value(value: &Value) -> Option<String> {
-    let text = match value {
-        Value::String(s) => s.clone(),
-        Value::Number(n) => n.to_string(),
-        Value::Bool(b) => b.to_string(),
-        _ => return None,
-    };
-    (!text.chars().any(char::is_control)).then_some(text)
 }
 
 fn with_cors<'c>(
@@ -459,7 +453,7 @@ mod tests {
     use crate::config::tests::{base, base_json, compile};
     use crate::keyring::KeyRing;
     use crate::verify::tests::{good_claims, good_token, token, NOW};
-    use serde_json::json;
+    use serde_json::{json, Value};
 
     fn request<'a>(method: &'a str, path: &'a str, auth: Option<&'a str>) -> Request<'a> {
         Request {

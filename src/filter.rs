@@ -190,6 +190,7 @@ struct Headers {
     request_method: Option<String>,
     mcp_method: Option<String>,
     mcp_name: Option<String>,
+    content_length: Option<String>,
     /// Whether the client sent a header the filter sets from claims.
     has_claim_header: bool,
 }
@@ -210,6 +211,7 @@ impl Headers {
                 "access-control-request-method" => h.request_method = Some(value()),
                 "mcp-method" => h.mcp_method = Some(value()),
                 "mcp-name" => h.mcp_name = Some(value()),
+                "content-length" => h.content_length = Some(value()),
                 other => h.has_claim_header |= config.claim_headers.iter().any(|(c, _)| c == other),
             }
         }
@@ -226,6 +228,7 @@ impl Headers {
             access_control_request_method: self.request_method.as_deref(),
             mcp_method: self.mcp_method.as_deref(),
             mcp_name: self.mcp_name.as_deref(),
+            content_length: self.content_length.as_deref(),
         }
     }
 }
@@ -274,6 +277,8 @@ struct Shared {
     held_bodies: RefCell<HashMap<u32, Vec<u8>>>,
     /// Requests whose headers are held for their body, with the time they started waiting.
     awaiting_body: RefCell<Vec<(u32, u64)>>,
+    /// Requests released after waiting for their body in vain, with the release time.
+    released: RefCell<Vec<(u32, u64)>>,
 }
 
 /// What applying a decision left to do.
@@ -296,6 +301,10 @@ enum BodyHold {
 /// How long a request's headers are held waiting for a first body chunk before the filter
 /// concludes the host will not deliver it (no `allow_on_headers_stop_iteration`).
 const BODY_HOLD_PROBE_MS: u64 = 1000;
+
+/// A released request's first body chunk arriving within this long was buffered by the host
+/// during the hold (it is dispatched in the same event-loop turn as the release).
+const BUFFERED_BODY_MS: u64 = 5;
 
 impl Shared {
     fn remote(&self, id: IssuerId) -> Option<&RemoteIssuer> {
@@ -387,8 +396,9 @@ impl Shared {
         }
     }
 
-    /// Releases requests held for a body that never came: the host does not deliver body
-    /// chunks while headers are held, so from now on this VM lets headers go first.
+    /// Releases requests held too long for a body that has not come. Either the host does not
+    /// deliver body chunks while headers are held (no `allow_on_headers_stop_iteration`), or
+    /// the client is slow; which one shows when the body arrives (see `body_arrived`).
     fn release_body_waits(&self) {
         if self.body_hold.get() == BodyHold::Works {
             return; // bodies do arrive while held: a slow client is just slow
@@ -405,18 +415,46 @@ impl Shared {
         if expired.is_empty() {
             return;
         }
-        if self.body_hold.get() != BodyHold::Unsupported {
-            log::warn!(
-                "mcp-oauth-filter: no request body arrives while headers are held: set allow_on_headers_stop_iteration: true on the wasm filter so denied tool calls never reach the upstream; until then headers go upstream before the body is checked"
-            );
-            self.body_hold.set(BodyHold::Unsupported);
-        }
         for id in expired {
             if hostcalls::set_effective_context(id).is_ok() {
+                self.released.borrow_mut().push((id, now_ms()));
                 host::resume_request();
             }
         }
         let _ = hostcalls::set_effective_context(self.root_context_id);
+    }
+
+    /// A body chunk arrived for `context_id`: learns how the host delivers bodies. A chunk
+    /// for a held request proves bodies arrive while headers are held; the first chunk of a
+    /// released request arriving at once proves the host had buffered it, unseen, during the
+    /// hold. Only that positive evidence switches the worker to letting headers go first, so
+    /// slow clients cannot.
+    fn body_arrived(&self, context_id: u32) {
+        let was_held = {
+            let mut awaiting = self.awaiting_body.borrow_mut();
+            let before = awaiting.len();
+            awaiting.retain(|(id, _)| *id != context_id);
+            awaiting.len() != before
+        };
+        if was_held && self.body_hold.get() == BodyHold::Unknown {
+            self.body_hold.set(BodyHold::Works);
+        }
+        let released_at = {
+            let mut released = self.released.borrow_mut();
+            let at = released
+                .iter()
+                .find(|(id, _)| *id == context_id)
+                .map(|(_, at)| *at);
+            released.retain(|(id, _)| *id != context_id);
+            at
+        };
+        let buffered_unseen = released_at.is_some_and(|at| now_ms() <= at + BUFFERED_BODY_MS);
+        if buffered_unseen && self.body_hold.get() == BodyHold::Unknown {
+            log::warn!(
+                "mcp-oauth-filter: Envoy does not deliver request bodies while headers are held: set allow_on_headers_stop_iteration: true on the wasm filter so denied tool calls never reach the upstream; until then headers go upstream before the body is checked"
+            );
+            self.body_hold.set(BodyHold::Unsupported);
+        }
     }
 
     /// Holds the current request until its issuer's keys change or its wait runs out.
@@ -883,6 +921,7 @@ impl RootContext for Root {
             in_flight: RefCell::default(),
             body_hold: Cell::new(BodyHold::Unknown),
             awaiting_body: RefCell::default(),
+            released: RefCell::default(),
             body_checks: RefCell::default(),
             held_bodies: RefCell::default(),
         };
@@ -1083,14 +1122,7 @@ impl HttpContext for Http {
             };
             self.body = Some((check, Headers::read(&shared.config)));
         }
-        {
-            let mut awaiting = shared.awaiting_body.borrow_mut();
-            let before = awaiting.len();
-            awaiting.retain(|(id, _)| *id != self.context_id);
-            if awaiting.len() != before && shared.body_hold.get() == BodyHold::Unknown {
-                shared.body_hold.set(BodyHold::Works);
-            }
-        }
+        shared.body_arrived(self.context_id);
         let headers = match &self.body {
             Some((_, headers)) => headers.clone(),
             None => return Action::Continue,
@@ -1119,6 +1151,10 @@ impl HttpContext for Http {
             shared.forget(self.context_id);
             shared
                 .awaiting_body
+                .borrow_mut()
+                .retain(|(id, _)| *id != self.context_id);
+            shared
+                .released
                 .borrow_mut()
                 .retain(|(id, _)| *id != self.context_id);
             shared.body_checks.borrow_mut().remove(&self.context_id);

@@ -7,7 +7,7 @@
 //! is refused: we understand no extension.
 
 use crate::alg::Alg;
-use crate::cache::{self, TokenCache};
+use crate::cache::TokenCache;
 use crate::config::{Config, IssuerId, ProtectedResource};
 use crate::json::{b64url_decode, decode_object, SegmentError};
 use crate::keys::{KeySet, SelectError};
@@ -16,8 +16,9 @@ use serde_json::{Map, Value};
 use std::ops::Deref;
 use std::rc::Rc;
 
-/// What a verified signature vouches for: the token's algorithm, issuer, verifying key and
-/// claims, parsed once and shared by every request presenting the same token (`cache`).
+/// What a verified signature vouches for, distilled once and shared by every request that
+/// presents the same token (`cache`): only what later checks and header edits read, so a
+/// cache entry stays small.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Signed {
     pub alg: Alg,
@@ -25,8 +26,20 @@ pub struct Signed {
     /// Fingerprint of the key that verified the signature.
     pub key: u64,
     pub exp: f64,
-    pub claims: Map<String, Value>,
+    pub facts: Facts,
+    /// Granted scopes with everything `scope_implies` adds.
     pub scopes: Vec<String>,
+    /// The value of each `claims_to_headers` entry, in configuration order.
+    pub header_values: Vec<Option<String>>,
+}
+
+/// The claims checked on every request, read from the token once.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Facts {
+    pub iss: Option<String>,
+    pub aud: Vec<String>,
+    pub exp: Option<f64>,
+    pub nbf: Option<f64>,
 }
 
 /// A token that passed every check for a resource.
@@ -151,31 +164,6 @@ fn numeric_date(claims: &Map<String, Value>, name: &'static str) -> Result<Optio
     }
 }
 
-fn audience_accepted(claims: &Map<String, Value>, accepted: &[String]) -> Result<bool, AuthError> {
-    let matches = |v: &str| accepted.iter().any(|a| a == v);
-    match claims.get("aud") {
-        None => Ok(false),
-        Some(Value::String(s)) => Ok(matches(s)),
-        Some(Value::Array(items)) => {
-            let mut found = false;
-            for item in items {
-                match item {
-                    Value::String(s) => found |= matches(s),
-                    _ => {
-                        return Err(AuthError::Malformed(
-                            "aud is not a string or array of strings",
-                        ))
-                    }
-                }
-            }
-            Ok(found)
-        }
-        Some(_) => Err(AuthError::Malformed(
-            "aud is not a string or array of strings",
-        )),
-    }
-}
-
 /// Validates `token` for `resource` at `now` (seconds since the epoch).
 pub fn verify(
     token: &str,
@@ -188,10 +176,10 @@ pub fn verify(
         return Err(AuthError::TooLarge);
     }
     let cache = keys.cache();
-    let digest = cache.map(|_| cache::digest(token));
-    if let (Some(cache), Some(digest)) = (cache, &digest) {
-        if let Some(signed) = cache.get(digest, now, config.clock_skew) {
-            check_claims(signed.alg, &signed.claims, resource, config, now)?;
+    let cache_key = cache.map(|c| c.key(token));
+    if let (Some(cache), Some(cache_key)) = (cache, &cache_key) {
+        if let Some(signed) = cache.get(cache_key, now, config.clock_skew) {
+            check_facts(signed.alg, &signed.facts, resource, config, now)?;
             return Ok(VerifiedToken(signed));
         }
     }
@@ -237,7 +225,8 @@ pub fn verify(
     };
 
     let claims = decode_object(p64).map_err(|e| segment_error("claims", e))?;
-    let (issuer, exp) = check_claims(alg, &claims, resource, config, now)?;
+    let facts = read_facts(&claims)?;
+    let (issuer, exp) = check_facts(alg, &facts, resource, config, now)?;
 
     let set = keys.keys(issuer).ok_or(AuthError::KeysPending(issuer))?;
     let key = set.select(kid, alg).map_err(|e| match e {
@@ -255,55 +244,90 @@ pub fn verify(
         issuer,
         key: key.fingerprint,
         exp,
+        facts,
         scopes: scopes::expand(scopes::granted(&claims), &config.implications),
-        claims,
+        header_values: config
+            .claim_headers
+            .iter()
+            .map(|(_, claim)| claims.get(claim).and_then(claim_header_value))
+            .collect(),
     });
-    if let (Some(cache), Some(digest)) = (cache, digest) {
-        cache.insert(digest, signed.clone());
+    if let (Some(cache), Some(cache_key)) = (cache, cache_key) {
+        cache.insert(cache_key, signed.clone());
     }
     Ok(VerifiedToken(signed))
+}
+
+/// String, number and bool claims become header values; anything with a control character
+/// (which could split a header) or of another type is not forwarded.
+fn claim_header_value(value: &Value) -> Option<String> {
+    let text = match value {
+        Value::String(s) => s.clone(),
+        Value::Number(n) => n.to_string(),
+        Value::Bool(b) => b.to_string(),
+        _ => return None,
+    };
+    (!text.chars().any(char::is_control)).then_some(text)
+}
+
+/// Reads the checked claims, refusing ones of the wrong type (`iss` not a string, `aud`
+/// not a string or array of strings, a time that is not a number).
+fn read_facts(claims: &Map<String, Value>) -> Result<Facts, AuthError> {
+    let iss = match claims.get("iss") {
+        None => None,
+        Some(Value::String(iss)) => Some(iss.clone()),
+        Some(_) => return Err(AuthError::Malformed("iss is not a string")),
+    };
+    const BAD_AUD: AuthError = AuthError::Malformed("aud is not a string or array of strings");
+    let aud = match claims.get("aud") {
+        None => Vec::new(),
+        Some(Value::String(s)) => vec![s.clone()],
+        Some(Value::Array(items)) => items
+            .iter()
+            .map(|item| item.as_str().map(str::to_string).ok_or(BAD_AUD))
+            .collect::<Result<_, _>>()?,
+        Some(_) => return Err(BAD_AUD),
+    };
+    let exp = numeric_date(claims, "exp")?;
+    let nbf = numeric_date(claims, "nbf")?;
+    numeric_date(claims, "iat")?;
+    Ok(Facts { iss, aud, exp, nbf })
 }
 
 /// The claim checks, run for every request (cached tokens included): `iss` among the
 /// resource's issuers, `alg` on that issuer's allow-list, `aud`, `exp` (required), `nbf`.
 /// Returns the issuer and `exp`.
-fn check_claims(
+fn check_facts(
     alg: Alg,
-    claims: &Map<String, Value>,
+    facts: &Facts,
     resource: &ProtectedResource,
     config: &Config,
     now: u64,
 ) -> Result<(IssuerId, f64), AuthError> {
-    let issuer = match claims.get("iss") {
-        Some(Value::String(iss)) => resource
-            .issuers
-            .iter()
-            .copied()
-            .find(|id| config.issuers.get(*id).is_some_and(|i| &i.issuer == iss))
-            .ok_or(AuthError::IssuerNotAccepted)?,
-        Some(_) => return Err(AuthError::Malformed("iss is not a string")),
-        None => return Err(AuthError::IssuerNotAccepted),
-    };
+    let iss = facts.iss.as_deref().ok_or(AuthError::IssuerNotAccepted)?;
+    let issuer = resource
+        .issuers
+        .iter()
+        .copied()
+        .find(|id| config.issuers.get(*id).is_some_and(|i| i.issuer == iss))
+        .ok_or(AuthError::IssuerNotAccepted)?;
     let allowed = config.issuers.get(issuer).map(|i| i.algorithms);
     if !allowed.is_some_and(|set| set.contains(alg)) {
         return Err(AuthError::AlgNotAllowed);
     }
-    if !audience_accepted(claims, &resource.audiences)? {
+    if !facts.aud.iter().any(|a| resource.audiences.contains(a)) {
         return Err(AuthError::AudienceNotAccepted);
     }
     let skew = config.clock_skew as f64;
     let now_f = now as f64;
-    let exp = match numeric_date(claims, "exp")? {
+    let exp = match facts.exp {
         None => return Err(AuthError::MissingExp),
         Some(exp) if now_f >= exp + skew => return Err(AuthError::Expired),
         Some(exp) => exp,
     };
-    if let Some(nbf) = numeric_date(claims, "nbf")? {
-        if nbf > now_f + skew {
-            return Err(AuthError::NotYetValid);
-        }
+    if facts.nbf.is_some_and(|nbf| nbf > now_f + skew) {
+        return Err(AuthError::NotYetValid);
     }
-    numeric_date(claims, "iat")?;
     Ok((issuer, exp))
 }
 
@@ -439,7 +463,7 @@ pub(crate) mod tests {
             let v = check(&c, &t).unwrap_or_else(|e| panic!("{alg}: {e:?}"));
             assert_eq!(v.issuer, 0);
             assert_eq!(v.scopes, ["mcp:read", "mcp:write"]);
-            assert_eq!(v.claims["sub"], "user-1");
+            assert_eq!(v.header_values, [Some("user-1".to_string())]);
         }
     }
 
