@@ -60,6 +60,8 @@ pub struct ResourceChallenge {
     scope_param: Option<String>,
     /// The complete header for a request without credentials.
     missing: String,
+    /// The JSON body that goes with it.
+    missing_body: String,
 }
 
 /// The description sent with a credential-less 401 (body only: the header has no `error`).
@@ -77,7 +79,13 @@ impl ResourceChallenge {
             rm_param,
             scope_param,
             missing,
+            missing_body: error_body(ErrorCode::InvalidToken.as_str(), MISSING_DESCRIPTION),
         }
+    }
+
+    /// The body of the credential-less 401, rendered once.
+    pub fn missing_body(&self) -> &str {
+        &self.missing_body
     }
 
     /// No credentials, or another scheme: `Bearer resource_metadata="…", scope="…"`.

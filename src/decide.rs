@@ -1,7 +1,7 @@
 //! The one seam per request: a view of the request in, a decision out (SPEC §3-§6). The glue
 //! gathers the view, calls [`decide`], and applies the result; nothing here calls the host.
 
-use crate::challenge::{error_body, ErrorCode, MISSING_DESCRIPTION};
+use crate::challenge::{error_body, ErrorCode};
 use crate::config::{Config, IssuerId, ProtectedResource};
 use crate::cors;
 use crate::extract::{self, Credential};
@@ -118,12 +118,18 @@ pub fn decide<'c>(
             return Decision::Respond(metadata_response(found, req, preflight));
         }
     }
-    // Fail closed: a path that is protected read either way is protected.
+    // Fail closed: a path that is protected however an upstream reads it is protected.
     let resource = config
         .resource_for_path(normalized.as_str(), req.authority)
         .or_else(|| match normalized {
             Normalized::Plain(_) => None,
-            _ => config.resource_for_path(raw_path, req.authority),
+            _ => config
+                .resource_for_path(raw_path, req.authority)
+                .or_else(|| {
+                    paths::partial_readings(raw_path)
+                        .iter()
+                        .find_map(|reading| config.resource_for_path(reading, req.authority))
+                }),
         });
     let Some(resource) = resource else {
         return Decision::PassThrough;
@@ -419,7 +425,7 @@ fn missing_token<'c>(resource: &'c ProtectedResource, req: &Request<'_>) -> Resp
     Response {
         status: 401,
         headers: with_cors(headers, req),
-        body: error_body(ErrorCode::InvalidToken.as_str(), MISSING_DESCRIPTION).into(),
+        body: resource.challenge.missing_body().into(),
         outcome: Outcome::Denied("missing_token"),
         denied_tools: Vec::new(),
     }

@@ -41,6 +41,11 @@ mod host {
             key_size: usize,
         ) -> u32;
         fn proxy_continue_stream(stream_type: u32) -> u32;
+        fn proxy_get_header_map_pairs(
+            map_type: u32,
+            return_data: *mut *mut u8,
+            return_size: *mut usize,
+        ) -> u32;
         fn proxy_send_local_response(
             status_code: u32,
             details_data: *const u8,
@@ -71,6 +76,43 @@ mod host {
         unsafe {
             proxy_remove_header_map_value(REQUEST_HEADERS, name.as_ptr(), name.len());
         }
+    }
+
+    /// The request headers in the proxy-wasm map encoding, in one host call; empty if the
+    /// host has none to give.
+    pub fn request_header_pairs() -> Vec<u8> {
+        let mut data: *mut u8 = std::ptr::null_mut();
+        let mut size: usize = 0;
+        // SAFETY: on success the host wrote a buffer it allocated with this module's
+        // allocator (`proxy_on_memory_allocate`), of `size` bytes, which we now own.
+        unsafe {
+            if proxy_get_header_map_pairs(REQUEST_HEADERS, &mut data, &mut size) != 0
+                || data.is_null()
+            {
+                return Vec::new();
+            }
+            Vec::from_raw_parts(data, size, size)
+        }
+    }
+
+    /// Iterates over `(name, value)` in a serialized header map without copying; a
+    /// malformed buffer ends the iteration.
+    pub fn pairs(buf: &[u8]) -> impl Iterator<Item = (&[u8], &[u8])> {
+        let u32_at = |at: usize| -> Option<usize> {
+            let bytes: [u8; 4] = buf.get(at..at + 4)?.try_into().ok()?;
+            Some(u32::from_le_bytes(bytes) as usize)
+        };
+        let count = u32_at(0).unwrap_or(0);
+        let mut data = 4 + count.saturating_mul(8);
+        (0..count).map_while(move |i| {
+            let name_len = u32_at(4 + i * 8)?;
+            let value_len = u32_at(8 + i * 8)?;
+            let name = buf.get(data..data + name_len)?;
+            let value_start = data + name_len + 1;
+            let value = buf.get(value_start..value_start + value_len)?;
+            data = value_start + value_len + 1;
+            Some((name, value))
+        })
     }
 
     pub fn resume_request() {
@@ -198,11 +240,11 @@ struct Headers {
 impl Headers {
     fn read(config: &Config) -> Headers {
         let mut h = Headers::default();
-        let pairs = hostcalls::get_map_bytes(MapType::HttpRequestHeaders).unwrap_or_default();
-        for (name, value) in pairs {
+        let buffer = host::request_header_pairs();
+        for (name, value) in host::pairs(&buffer) {
             // Header values may hold any byte; lossy decoding keeps the ASCII structure.
-            let value = || String::from_utf8_lossy(&value).into_owned();
-            match name.as_str() {
+            let value = || String::from_utf8_lossy(value).into_owned();
+            match std::str::from_utf8(name).unwrap_or_default() {
                 ":method" => h.method = value(),
                 ":path" => h.path = value(),
                 ":authority" => h.authority = value(),

@@ -114,6 +114,15 @@ fn decode_escapes(path: &str) -> (String, bool) {
     (out, ambiguous)
 }
 
+/// How an upstream that only partly normalizes might read a path that is not plain: escapes
+/// decoded (`%2F`, `%5C` and `\` taken as `/`) but dot segments kept, with and without
+/// repeated slashes merged. A protected prefix reached by any reading is protected.
+pub fn partial_readings(path: &str) -> [String; 2] {
+    let (decoded, _) = decode_escapes(path);
+    let merged = merge_slashes(&decoded).into_owned();
+    [decoded, merged]
+}
+
 fn merge_slashes(path: &str) -> Cow<'_, str> {
     if !path.contains("//") {
         return Cow::Borrowed(path);
@@ -205,6 +214,17 @@ mod tests {
         for (input, want) in table {
             assert_eq!(&normalize(input), want, "{input}");
         }
+    }
+
+    #[test]
+    fn reads_paths_as_a_partly_normalizing_upstream_would() {
+        assert_eq!(partial_readings("/%6Dcp/../x"), ["/mcp/../x", "/mcp/../x"]);
+        assert_eq!(partial_readings("/mcp\\..\\x"), ["/mcp/../x", "/mcp/../x"]);
+        assert_eq!(
+            partial_readings("/%6Dcp//..//x"),
+            ["/mcp//..//x", "/mcp/../x"]
+        );
+        assert_eq!(partial_readings("//%6Dcp"), ["//mcp", "/mcp"]);
     }
 
     #[test]

@@ -143,7 +143,7 @@ fn segment_error(part: &'static str, e: SegmentError) -> AuthError {
         ("header", SegmentError::NotObject) => "token header is not a JSON object",
         ("header", SegmentError::DuplicateMember) => "token header has a duplicate member",
         (_, SegmentError::Base64) => "token claims are not base64url",
-        (_, SegmentError::NotObject) => "token claims are not a JSON object",
+        (_, SegmentError::NotObject) => "token claims are not a valid JSON object",
         (_, SegmentError::DuplicateMember) => "token claims have a duplicate member",
     })
 }
@@ -729,7 +729,9 @@ pub(crate) mod tests {
         );
         assert_eq!(
             check(&c, &token_raw("rsa-a", "RS256", header, b"\"claims\"")),
-            Err(AuthError::Malformed("token claims are not a JSON object"))
+            Err(AuthError::Malformed(
+                "token claims are not a valid JSON object"
+            ))
         );
     }
 

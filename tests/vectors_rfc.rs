@@ -176,7 +176,9 @@ fn rfc7520_4_1_rs256_signature_verifies_and_prose_claims_are_refused() {
     let c = config("joe", vec![doc["4.1"]["key"].clone()]);
     assert_eq!(
         check(&c, &t, BEFORE_EXP),
-        Err(AuthError::Malformed("token claims are not a JSON object"))
+        Err(AuthError::Malformed(
+            "token claims are not a valid JSON object"
+        ))
     );
 }
 
