@@ -555,7 +555,11 @@ impl Shared {
             let decision = {
                 let keys = self.keys.borrow();
                 let decision = decide(&self.config, &*keys, &w.headers.request(), now_ms / 1000);
-                self.metrics.count_cache(&keys);
+                if matches!(decision, Decision::WaitForKeys { .. }) {
+                    forget_cache_counts(&keys);
+                } else {
+                    self.metrics.count_cache(&keys);
+                }
                 // Owned outcome: apply needs no borrow of the key ring.
                 self.apply(&w.headers, decision)
             };
@@ -1005,6 +1009,13 @@ impl RootContext for Root {
     }
 }
 
+/// Drops the cache's pending hit/miss counts: they belong to a decision that is made again.
+fn forget_cache_counts(keys: &KeyRing) {
+    if let Some(cache) = keys.cache() {
+        cache.take_counts();
+    }
+}
+
 /// Whether a decision was made without keys this worker may simply not have synced yet.
 fn missed_keys(decision: &Decision<'_>) -> bool {
     match decision {
@@ -1123,12 +1134,17 @@ impl HttpContext for Http {
                 drop(keys);
                 if shared.sync_all() {
                     keys = shared.keys.borrow();
+                    forget_cache_counts(&keys); // the request is decided again
                     decision = decide(&shared.config, &*keys, &headers.request(), now);
                 } else {
                     keys = shared.keys.borrow();
                 }
             }
-            shared.metrics.count_cache(&keys);
+            if matches!(decision, Decision::WaitForKeys { .. }) {
+                forget_cache_counts(&keys); // counted when the held request is decided
+            } else {
+                shared.metrics.count_cache(&keys);
+            }
             shared.apply(&headers, decision)
         };
         match applied {
