@@ -36,9 +36,11 @@ pub struct TokenCache {
 impl TokenCache {
     pub fn new(capacity: usize) -> TokenCache {
         // Allocated once, at full size: tables that grow and move leave holes in a wasm heap
-        // that never shrinks.
+        // that never shrinks. The map gets twice the room it holds: with evictions leaving
+        // tombstones, a hash table more than half full grows when it runs out of free slots
+        // instead of cleaning up in place.
         let inner = Inner {
-            map: HashMap::with_capacity(capacity),
+            map: HashMap::with_capacity(2 * capacity),
             order: VecDeque::with_capacity(2 * capacity + 1),
             ..Inner::default()
         };

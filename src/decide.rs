@@ -76,7 +76,7 @@ pub struct BodyCheck {
 }
 
 /// What happened, for counters and logs.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Outcome {
     MetadataServed,
     MetadataNotFound,
@@ -471,6 +471,12 @@ mod tests {
         }
     }
 
+    /// `Bearer <token>` for these claims, signed by rsa-a.
+    fn bearer(claims: Value) -> String {
+        let header = json!({"alg": "RS256", "kid": "rsa-a"});
+        format!("Bearer {}", token("rsa-a", "RS256", header, claims))
+    }
+
     fn run<'c>(config: &'c Config, req: &Request<'_>) -> Decision<'c> {
         decide(config, &KeyRing::new(config), req, NOW)
     }
@@ -498,27 +504,11 @@ mod tests {
         let bearer = format!("Bearer {}", good_token());
         let mut no_scope = good_claims();
         no_scope["scope"] = json!("other");
-        let weak = format!(
-            "Bearer {}",
-            token(
-                "rsa-a",
-                "RS256",
-                json!({"alg": "RS256", "kid": "rsa-a"}),
-                no_scope
-            )
-        );
+        let weak = bearer(no_scope);
         let expired = {
             let mut claims = good_claims();
             claims["exp"] = json!(NOW - 3600);
-            format!(
-                "Bearer {}",
-                token(
-                    "rsa-a",
-                    "RS256",
-                    json!({"alg": "RS256", "kid": "rsa-a"}),
-                    claims
-                )
-            )
+            bearer(claims)
         };
         let table: Vec<(Option<&str>, &str, u16, String)> = vec![
             (None, "/mcp", 401, format!("Bearer {RM}, scope=\"mcp:read\"")),
@@ -794,15 +784,7 @@ mod tests {
     fn bearer_with_scope(scope: &str) -> String {
         let mut claims = good_claims();
         claims["scope"] = json!(scope);
-        format!(
-            "Bearer {}",
-            token(
-                "rsa-a",
-                "RS256",
-                json!({"alg": "RS256", "kid": "rsa-a"}),
-                claims
-            )
-        )
+        bearer(claims)
     }
 
     fn call(name: &str) -> String {

@@ -178,9 +178,28 @@ fn now_ms() -> u64 {
 #[derive(Default)]
 struct Metrics {
     ids: RefCell<HashMap<String, u32>>,
+    /// Outcome counters by outcome, so a denial formats no name.
+    outcomes: RefCell<HashMap<Outcome, u32>>,
 }
 
 impl Metrics {
+    fn increment_outcome(&self, outcome: Outcome) {
+        let cached = self.outcomes.borrow().get(&outcome).copied();
+        let id = match cached {
+            Some(id) => Some(id),
+            None => {
+                let id = self.id(&outcome.metric(), MetricType::Counter);
+                if let Some(id) = id {
+                    self.outcomes.borrow_mut().insert(outcome, id);
+                }
+                id
+            }
+        };
+        if let Some(id) = id {
+            let _ = hostcalls::increment_metric(id, 1);
+        }
+    }
+
     fn id(&self, name: &str, kind: MetricType) -> Option<u32> {
         let mut ids = self.ids.borrow_mut();
         if let Some(id) = ids.get(name) {
@@ -381,7 +400,7 @@ impl Shared {
                         response.status
                     );
                 }
-                self.metrics.increment(&response.outcome.metric());
+                self.metrics.increment_outcome(response.outcome);
                 for tool in &response.denied_tools {
                     self.metrics
                         .increment(&format!("tool_denied_{}", metric_safe(tool)));
@@ -1121,11 +1140,12 @@ impl HttpContext for Http {
             return Action::Pause;
         };
         let headers = Headers::read(&shared.config);
-        let now = self
-            .get_current_time()
-            .duration_since(UNIX_EPOCH)
-            .unwrap_or_default()
-            .as_secs();
+        // Only a token needs the time: skip the host call for everything else.
+        let now = if headers.authorization.is_empty() {
+            0
+        } else {
+            now_ms() / 1000
+        };
         let applied = {
             let mut keys = shared.keys.borrow();
             let mut decision = decide(&shared.config, &*keys, &headers.request(), now);

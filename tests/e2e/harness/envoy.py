@@ -164,6 +164,27 @@ def render_bootstrap(
     }
 
 
+def terminate_group(process: subprocess.Popen | None, timeout: float) -> int | None:
+    """Stops a process started with `start_new_session=True` and everything it started: SIGTERM
+    to its process group, SIGKILL if it has not exited within `timeout`. Returns the exit code."""
+    if process is None:
+        return None
+    if process.poll() is None:
+        try:
+            os.killpg(process.pid, signal.SIGTERM)
+        except ProcessLookupError:
+            pass
+        try:
+            process.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            try:
+                os.killpg(process.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+            process.wait(timeout=timeout)
+    return process.returncode
+
+
 class EnvoyStartError(RuntimeError):
     """Envoy exited or did not become ready; the message ends with its log tail."""
 
@@ -293,22 +314,7 @@ class Envoy:
 
     @staticmethod
     def _terminate(process: subprocess.Popen | None, timeout: float) -> int | None:
-        if process is None:
-            return None
-        if process.poll() is None:
-            try:
-                os.killpg(process.pid, signal.SIGTERM)
-            except ProcessLookupError:
-                pass
-            try:
-                process.wait(timeout=timeout)
-            except subprocess.TimeoutExpired:
-                try:
-                    os.killpg(process.pid, signal.SIGKILL)
-                except ProcessLookupError:
-                    pass
-                process.wait(timeout=timeout)
-        return process.returncode
+        return terminate_group(process, timeout)
 
     def __enter__(self) -> "Envoy":
         return self.start()

@@ -17,7 +17,6 @@ import json
 import os
 import selectors
 import shutil
-import signal
 import socket
 import subprocess
 import sys
@@ -28,7 +27,7 @@ from typing import Any
 
 import yaml
 
-from .envoy import Envoy, EnvoyStartError, _static_cluster, render_bootstrap
+from .envoy import Envoy, EnvoyStartError, _static_cluster, render_bootstrap, terminate_group
 
 REPO_ROOT = Path(__file__).resolve().parents[3]
 PEERS = REPO_ROOT / "peers"
@@ -149,19 +148,7 @@ class PeerProcess:
         process = self.process
         if process is None:
             return
-        if process.poll() is None:
-            try:
-                os.killpg(process.pid, signal.SIGTERM)
-            except ProcessLookupError:
-                pass
-            try:
-                process.wait(timeout=timeout)
-            except subprocess.TimeoutExpired:
-                try:
-                    os.killpg(process.pid, signal.SIGKILL)
-                except ProcessLookupError:
-                    pass
-                process.wait(timeout=timeout)
+        terminate_group(process, timeout)
         if process.stdout:
             process.stdout.close()
         if not os.environ.get("MCP_OAUTH_KEEP_ENVOY_DIRS"):

@@ -14,14 +14,10 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 TEST_ID_HEADER = "x-test-id"
 
 
-@dataclass(frozen=True)
-class RecordedRequest:
-    """One request as the upstream received it (header names lowercased, in arrival order)."""
+class HeaderList:
+    """Lookup over a `headers` list of `(lowercased name, value)` pairs."""
 
-    method: str
-    path: str  # including the query string, exactly as on the request line
-    headers: list[tuple[str, str]] = field(default_factory=list)
-    body: bytes = b""
+    headers: list[tuple[str, str]]
 
     def header_values(self, name: str) -> list[str]:
         name = name.lower()
@@ -31,6 +27,16 @@ class RecordedRequest:
         """The first value of header `name`, or None."""
         values = self.header_values(name)
         return values[0] if values else None
+
+
+@dataclass(frozen=True)
+class RecordedRequest(HeaderList):
+    """One request as the upstream received it (header names lowercased, in arrival order)."""
+
+    method: str
+    path: str  # including the query string, exactly as on the request line
+    headers: list[tuple[str, str]] = field(default_factory=list)
+    body: bytes = b""
 
     def to_json(self) -> dict:
         return {

@@ -17,7 +17,7 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Any, Iterable, Sequence
 
-from .upstream import TEST_ID_HEADER, EchoUpstream, RecordedRequest
+from .upstream import TEST_ID_HEADER, EchoUpstream, HeaderList, RecordedRequest
 
 # ------------------------------------------------------------------------------------------
 # WWW-Authenticate (RFC 7235)
@@ -185,7 +185,7 @@ def split_header_list(values: str | Iterable[str]) -> list[str]:
 
 
 @dataclass
-class Reply:
+class Reply(HeaderList):
     """A response from the proxy, and what the upstream received for the same request."""
 
     status: int
@@ -194,14 +194,6 @@ class Reply:
     body: bytes
     test_id: str
     upstream_requests: list[RecordedRequest]
-
-    def header_values(self, name: str) -> list[str]:
-        name = name.lower()
-        return [value for key, value in self.headers if key == name]
-
-    def header(self, name: str) -> str | None:
-        values = self.header_values(name)
-        return values[0] if values else None
 
     def json(self) -> Any:
         return json.loads(self.body)
