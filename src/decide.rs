@@ -501,7 +501,7 @@ mod tests {
     #[test]
     fn walks_every_row_of_the_decision_table() {
         let c = base();
-        let bearer = format!("Bearer {}", good_token());
+        let valid = format!("Bearer {}", good_token());
         let mut no_scope = good_claims();
         no_scope["scope"] = json!("other");
         let weak = bearer(no_scope);
@@ -532,7 +532,7 @@ mod tests {
             assert!(body["error"].is_string() && body["error_description"].is_string());
             assert_eq!(header(&r, "content-type"), Some("application/json"));
         }
-        match run(&c, &request("POST", "/mcp", Some(&bearer))) {
+        match run(&c, &request("POST", "/mcp", Some(&valid))) {
             Decision::Allow(a) => {
                 assert!(a.strip_authorization);
                 assert_eq!(a.set_headers, vec![("x-mcp-subject", "user-1".to_string())]);
