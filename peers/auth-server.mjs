@@ -197,6 +197,16 @@ server.listen(Number.parseInt(opts.port, 10), opts.host, () => {
     },
   });
 
+  // A registered client may later ask for more of what we offer: an MCP client registers with
+  // the scope of the first challenge and steps up after a 403 insufficient_scope (MCP
+  // 2026-07-28) without registering again, so its registered scope must not cap the request.
+  const find = provider.Client.find.bind(provider.Client);
+  provider.Client.find = async (...args) => {
+    const client = await find(...args);
+    if (client?.scope) client.scope = [...OIDC_SCOPES, ...OFFERED_SCOPES].join(' ');
+    return client;
+  };
+
   const callback = provider.callback();
   handler = (req, res) => {
     const path = (req.url || '/').split('?')[0];
