@@ -46,3 +46,20 @@ def does_not_echo_token(text: str, token: str) -> None:
     for part in token.split("."):
         if len(part) >= 16:
             assert part not in text, f"token part echoed in {text!r}"
+
+
+def invalid_token(reply: Reply, token: str, metadata_url: str, required_scope: str) -> None:
+    """A 401 `invalid_token` challenge (SPEC §5, in order) and JSON body, neither echoing the token."""
+    params = challenge(
+        reply,
+        401,
+        [
+            ("error", "invalid_token"),
+            ("error_description", None),
+            ("resource_metadata", metadata_url),
+            ("scope", required_scope),
+        ],
+    )
+    description = error_body(reply, "invalid_token")
+    does_not_echo_token(params["error_description"], token)
+    does_not_echo_token(description, token)
