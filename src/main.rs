@@ -296,24 +296,117 @@ fn explain(a: &ExplainArgs) -> Result<ExitCode, Failure> {
     println!("3. credential: Bearer token");
     describe_token(&a.token, now);
     let mut decision = decide(&config, &keys, &req, now);
+    let mut body_checked = false;
     if let Decision::ReadBody { check, .. } = &decision {
         let body = match &a.body {
             Some(file) => read(file)?,
             None => Vec::new(),
         };
         println!(
-            "4. token valid; the resource has per-tool/method scopes, so the body decides ({} bytes{})",
+            "   the resource has per-tool/method scopes, so the body decides ({} bytes{})",
             body.len(),
-            if a.body.is_none() { ", none given: use --body" } else { "" }
+            if a.body.is_none() {
+                ", none given: use --body"
+            } else {
+                ""
+            }
         );
         decision = decide_body(&config, check, &req, &body);
-    } else {
-        println!(
-            "4. checks: iss, alg, aud, exp/nbf (skew {} s), key by kid, signature, scopes",
-            config.clock_skew
-        );
+        body_checked = true;
     }
+    println!(
+        "4. checks, in the filter's order (clock skew {} s):",
+        config.clock_skew
+    );
+    print_checks(&decision, body_checked);
     Ok(report(&decision))
+}
+
+/// The token checks in the order the filter runs them, with the reason codes that stop each.
+const CHECKS: &[(&str, &[&str])] = &[
+    (
+        "credential and token structure (header, claims, size)",
+        &[
+            "invalid_request",
+            "bad_path",
+            "malformed_token",
+            "token_too_large",
+            "encrypted_token",
+            "unsupported_header",
+        ],
+    ),
+    (
+        "issuer (iss) among the resource's authorization servers",
+        &["issuer_not_accepted"],
+    ),
+    (
+        "algorithm (alg) on the issuer's allow-list",
+        &["alg_not_allowed"],
+    ),
+    (
+        "audience (aud) is the resource or an extra audience",
+        &["audience_not_accepted"],
+    ),
+    (
+        "expiry (exp) present and not past",
+        &["missing_exp", "token_expired"],
+    ),
+    ("not before (nbf)", &["token_not_yet_valid"]),
+    (
+        "signing key chosen by kid, fitting alg",
+        &[
+            "unknown_kid",
+            "alg_key_mismatch",
+            "ambiguous_key",
+            "keys_unavailable",
+        ],
+    ),
+    ("signature", &["bad_signature"]),
+    (
+        "request body (JSON-RPC, Mcp-Method/Mcp-Name, size)",
+        &["invalid_body", "mcp_header_mismatch", "body_too_large"],
+    ),
+    (
+        "scopes (required, per method, per tool; hierarchy applied)",
+        &["insufficient_scope"],
+    ),
+];
+
+/// Prints each check as passed, failed (with the filter's description) or not reached.
+fn print_checks(decision: &Decision<'_>, body_checked: bool) {
+    let (failed, description) = match decision {
+        Decision::Respond(r) => match r.outcome {
+            Outcome::Denied(code) => {
+                let description = serde_json::from_str::<Value>(&r.body)
+                    .ok()
+                    .and_then(|b| b["error_description"].as_str().map(str::to_string))
+                    .unwrap_or_default();
+                (
+                    CHECKS.iter().position(|(_, codes)| codes.contains(&code)),
+                    description,
+                )
+            }
+            _ => return,
+        },
+        Decision::WaitForKeys { .. } => (
+            CHECKS
+                .iter()
+                .position(|(_, codes)| codes.contains(&"keys_unavailable")),
+            "the issuer's keys are not loaded".into(),
+        ),
+        Decision::PassThrough => return,
+        _ => (None, String::new()),
+    };
+    for (i, (check, _)) in CHECKS.iter().enumerate() {
+        let is_body = CHECKS[i].1.contains(&"invalid_body");
+        let mark = match failed {
+            Some(f) if i == f => format!("FAILED: {description}"),
+            Some(f) if i > f => "not reached".into(),
+            _ if is_body && !body_checked => "not needed".into(),
+            _ => "ok".into(),
+        };
+        println!("   - {check}: {mark}");
+    }
 }
 
 /// Fetched-key issuers get the `--jwks` set, as if the filter had fetched it.

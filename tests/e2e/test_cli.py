@@ -168,3 +168,16 @@ def test_explain_passes_unprotected_paths_through(cli, tmp_path):
 def test_usage_errors_exit_2(cli):
     assert cli("explain", "--config").returncode == 2
     assert cli("frobnicate").returncode == 2
+
+
+def test_explain_walks_the_checks_in_order_and_names_the_one_that_failed(cli, tmp_path):
+    cfg = write(tmp_path, "c.json", config())
+    allowed = cli("explain", "--config", cfg, "--token", token()).stdout
+    assert "- signature: ok" in allowed and "- scopes (required" in allowed
+    expired = cli("explain", "--config", cfg, "--token", token(lifetime=-3600)).stdout
+    lines = [line.strip() for line in expired.splitlines() if line.strip().startswith("- ")]
+    failed = [i for i, line in enumerate(lines) if "FAILED" in line]
+    assert len(failed) == 1 and lines[failed[0]].startswith("- expiry (exp)"), lines
+    assert lines[failed[0]].endswith("FAILED: token expired")
+    assert all(line.endswith(": ok") for line in lines[: failed[0]]), lines
+    assert all(line.endswith("not reached") for line in lines[failed[0] + 1:]), lines
