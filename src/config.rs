@@ -25,7 +25,8 @@ pub const DEFAULT_TOKEN_CACHE_SIZE: usize = 4096;
 pub const DEFAULT_MAX_BODY_BYTES: usize = 1024 * 1024;
 pub const MIN_MAX_BODY_BYTES: usize = 1024;
 pub const MAX_MAX_BODY_BYTES: usize = 64 * 1024 * 1024;
-pub const MAX_TOKEN_CACHE_SIZE: usize = 1_000_000;
+/// Tables are allocated at full size per worker (about 100 bytes an entry): 100k is ~10 MB.
+pub const MAX_TOKEN_CACHE_SIZE: usize = 100_000;
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -1207,7 +1208,7 @@ pub(crate) mod tests {
         v["max_token_bytes"] = json!(10);
         assert_eq!(error_of(v), ("max_token_bytes".into(), "out_of_range"));
         let mut v = base_json();
-        v["token_cache_size"] = json!(2_000_000);
+        v["token_cache_size"] = json!(100_001);
         assert_eq!(error_of(v), ("token_cache_size".into(), "out_of_range"));
     }
 
