@@ -304,42 +304,30 @@ impl Config {
 
     pub fn compile(raw: RawConfig) -> Result<Config, ConfigError> {
         let mut warnings = Vec::new();
-        if raw.clock_skew_seconds > MAX_CLOCK_SKEW {
-            return Err(err(
-                "clock_skew_seconds",
-                ConfigErrorKind::OutOfRange {
-                    min: 0,
-                    max: MAX_CLOCK_SKEW,
-                },
-            ));
-        }
-        if !(MIN_MAX_TOKEN_BYTES..=MAX_MAX_TOKEN_BYTES).contains(&raw.max_token_bytes) {
-            return Err(err(
-                "max_token_bytes",
-                ConfigErrorKind::OutOfRange {
-                    min: MIN_MAX_TOKEN_BYTES as u64,
-                    max: MAX_MAX_TOKEN_BYTES as u64,
-                },
-            ));
-        }
-        if raw.token_cache_size > MAX_TOKEN_CACHE_SIZE {
-            return Err(err(
-                "token_cache_size",
-                ConfigErrorKind::OutOfRange {
-                    min: 0,
-                    max: MAX_TOKEN_CACHE_SIZE as u64,
-                },
-            ));
-        }
-        if !(MIN_MAX_BODY_BYTES..=MAX_MAX_BODY_BYTES).contains(&raw.max_body_bytes) {
-            return Err(err(
-                "max_body_bytes",
-                ConfigErrorKind::OutOfRange {
-                    min: MIN_MAX_BODY_BYTES as u64,
-                    max: MAX_MAX_BODY_BYTES as u64,
-                },
-            ));
-        }
+        in_range(
+            "clock_skew_seconds",
+            raw.clock_skew_seconds,
+            0,
+            MAX_CLOCK_SKEW,
+        )?;
+        in_range(
+            "max_token_bytes",
+            raw.max_token_bytes as u64,
+            MIN_MAX_TOKEN_BYTES as u64,
+            MAX_MAX_TOKEN_BYTES as u64,
+        )?;
+        in_range(
+            "token_cache_size",
+            raw.token_cache_size as u64,
+            0,
+            MAX_TOKEN_CACHE_SIZE as u64,
+        )?;
+        in_range(
+            "max_body_bytes",
+            raw.max_body_bytes as u64,
+            MIN_MAX_BODY_BYTES as u64,
+            MAX_MAX_BODY_BYTES as u64,
+        )?;
         let implications = compile_implications(&raw.scope_implies)?;
         if raw.issuers.is_empty() {
             return Err(err("issuers", ConfigErrorKind::Empty));
@@ -459,6 +447,15 @@ fn pick_by_authority<'a>(
         (Some(one), None) => Some(one),
         _ if fallback_first => candidates.into_iter().next(),
         _ => None,
+    }
+}
+
+/// `value`, or an error naming `path` when it is outside `[min, max]`.
+fn in_range(path: impl Into<String>, value: u64, min: u64, max: u64) -> Result<u64, ConfigError> {
+    if (min..=max).contains(&value) {
+        Ok(value)
+    } else {
+        Err(err(path, ConfigErrorKind::OutOfRange { min, max }))
     }
 }
 
@@ -723,11 +720,7 @@ fn compile_policy(path: &str, raw: &RawIssuer) -> Result<FetchPolicy, ConfigErro
     let defaults = FetchPolicy::default();
     let bounded = |name: &str, value: Option<u64>, default: u64, min: u64, max: u64| match value {
         None => Ok(default),
-        Some(v) if (min..=max).contains(&v) => Ok(v),
-        Some(_) => Err(err(
-            format!("{path}.{name}"),
-            ConfigErrorKind::OutOfRange { min, max },
-        )),
+        Some(v) => in_range(format!("{path}.{name}"), v, min, max),
     };
     Ok(FetchPolicy {
         cache_seconds: bounded(
@@ -875,6 +868,13 @@ pub(crate) mod tests {
             ],
             "claims_to_headers": { "X-MCP-Subject": "sub" }
         })
+    }
+
+    /// `base_json` with the first issuer's keys fetched (discovery through cluster `auth`).
+    pub fn remote_json() -> Value {
+        let mut v = base_json();
+        v["issuers"][0] = json!({"issuer": "https://auth.example.com", "cluster": "auth"});
+        v
     }
 
     pub fn compile(value: &Value) -> Result<Config, ConfigError> {

@@ -456,7 +456,7 @@ fn denial<'c>(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::tests::{base, base_json, compile};
+    use crate::config::tests::{base, base_json, compile, remote_json};
     use crate::keyring::KeyRing;
     use crate::verify::tests::{good_claims, good_token, token, NOW};
     use serde_json::{json, Value};
@@ -713,9 +713,7 @@ mod tests {
 
     #[test]
     fn waits_for_remote_keys_instead_of_failing() {
-        let mut v = base_json();
-        v["issuers"][0] = json!({"issuer": "https://auth.example.com", "cluster": "auth"});
-        let c = compile(&v).unwrap();
+        let c = compile(&remote_json()).unwrap();
         let auth = format!("Bearer {}", good_token());
         assert_eq!(
             run(&c, &request("GET", "/mcp", Some(&auth))),
@@ -730,9 +728,7 @@ mod tests {
     fn holds_an_unknown_kid_for_one_rate_limited_refetch_then_refuses() {
         use crate::keys::{tests::fixture_set, KeySet};
         use crate::remote::{FetchPolicy, FetchState, Why};
-        let mut v = base_json();
-        v["issuers"][0] = json!({"issuer": "https://auth.example.com", "cluster": "auth"});
-        let c = compile(&v).unwrap();
+        let c = compile(&remote_json()).unwrap();
         let only_a: Vec<_> = fixture_set()
             .keys()
             .iter()

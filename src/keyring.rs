@@ -103,10 +103,9 @@ impl KeyStore for KeyRing {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::tests::{base, base_json, compile};
+    use crate::config::tests::{base, compile, remote_json};
     use crate::keys::tests::fixture_set;
     use crate::remote::Why;
-    use serde_json::json;
 
     const T0: u64 = 1_800_000_000;
 
@@ -121,9 +120,7 @@ mod tests {
 
     #[test]
     fn fetched_keys_arrive_by_install_and_refetch_follows_the_shared_record() {
-        let mut v = base_json();
-        v["issuers"][0] = json!({"issuer": "https://auth.example.com", "cluster": "auth"});
-        let c = compile(&v).unwrap();
+        let c = compile(&remote_json()).unwrap();
         let mut ring = KeyRing::new(&c);
         assert!(ring.keys(0).is_none());
         assert!(

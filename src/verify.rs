@@ -334,7 +334,7 @@ fn check_facts(
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
-    use crate::config::tests::{base, base_json, compile};
+    use crate::config::tests::{base, base_json, compile, remote_json};
     use crate::json::b64url_encode;
     use crate::keyring::KeyRing;
     use crate::keys::KeySet;
@@ -791,9 +791,7 @@ pub(crate) mod tests {
 
     #[test]
     fn reports_pending_keys_for_remote_issuers() {
-        let mut v = base_json();
-        v["issuers"][0] = json!({"issuer": "https://auth.example.com", "cluster": "auth"});
-        let c = compile(&v).unwrap();
+        let c = compile(&remote_json()).unwrap();
         assert_eq!(check(&c, &good_token()), Err(AuthError::KeysPending(0)));
     }
 
@@ -826,9 +824,7 @@ pub(crate) mod tests {
     fn refuses_a_cached_token_once_its_key_left_the_set() {
         use crate::keys::tests::fixture_set;
         use crate::remote::{FetchPolicy, FetchState};
-        let mut v = base_json();
-        v["issuers"][0] = json!({"issuer": "https://auth.example.com", "cluster": "auth"});
-        let c = compile(&v).unwrap();
+        let c = compile(&remote_json()).unwrap();
         let mut ring = KeyRing::new(&c);
         let mut state = FetchState::default();
         state.succeed(NOW, None, 1, &FetchPolicy::default());
