@@ -123,8 +123,11 @@ $(BENCH_STAMP): $(BENCH_REQS) $(VENV_STAMP)
 
 # ----------------------------------------------------------------------------- build & test
 
+# The SDK exports every proxy-wasm callback and the host calls each exported one per request;
+# tools/trim_exports.py keeps only the ones the filter implements (see README, design notes).
 build: rust-deps sys-deps
 	cargo build --release --target $(TARGET)
+	python3 tools/trim_exports.py $(WASM)
 	@ls -l $(WASM)
 
 lint: rust-deps sys-deps

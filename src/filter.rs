@@ -163,9 +163,21 @@ mod host {
 }
 
 const METRIC_PREFIX: &str = "mcp_oauth_";
+/// The tick while keys are fetched or bodies awaited.
 const TICK: Duration = Duration::from_millis(200);
+/// The tick otherwise: it only follows the host's log level.
+const IDLE_TICK: Duration = Duration::from_secs(1);
 const SERVICE_UNAVAILABLE_BODY: &[u8] =
     br#"{"error":"temporarily_unavailable","error_description":"signing keys not available yet"}"#;
+
+/// Logs at the host's level for this VM, so a disabled level costs nothing: no formatting, no
+/// host call per denied request. Re-read every tick, so a level changed at run time (Envoy's
+/// `/logging?wasm=debug`) takes effect within a second.
+fn follow_host_log_level() {
+    if let Ok(level) = hostcalls::get_log_level() {
+        proxy_wasm::set_log_level(level);
+    }
+}
 
 fn now_ms() -> u64 {
     hostcalls::get_current_time()
@@ -178,19 +190,28 @@ fn now_ms() -> u64 {
 #[derive(Default)]
 struct Metrics {
     ids: RefCell<HashMap<String, u32>>,
-    /// Outcome counters by outcome, so a denial formats no name.
-    outcomes: RefCell<HashMap<Outcome, u32>>,
+    /// Outcome counters by outcome, so a denial formats no name; a handful, scanned in order.
+    outcomes: RefCell<Vec<(Outcome, u32)>>,
+    /// The counters of the common path, so it looks up no name.
+    allowed: Cell<Option<u32>>,
+    cache_hits: Cell<Option<u32>>,
+    cache_misses: Cell<Option<u32>>,
 }
 
 impl Metrics {
     fn increment_outcome(&self, outcome: Outcome) {
-        let cached = self.outcomes.borrow().get(&outcome).copied();
+        let cached = self
+            .outcomes
+            .borrow()
+            .iter()
+            .find(|(o, _)| *o == outcome)
+            .map(|(_, id)| *id);
         let id = match cached {
             Some(id) => Some(id),
             None => {
                 let id = self.id(&outcome.metric(), MetricType::Counter);
                 if let Some(id) = id {
-                    self.outcomes.borrow_mut().insert(outcome, id);
+                    self.outcomes.borrow_mut().push((outcome, id));
                 }
                 id
             }
@@ -198,6 +219,28 @@ impl Metrics {
         if let Some(id) = id {
             let _ = hostcalls::increment_metric(id, 1);
         }
+    }
+
+    /// Adds `n` to the counter `name`, its id remembered in `slot`.
+    fn add_cached(&self, slot: &Cell<Option<u32>>, name: &str, n: u64) {
+        if n == 0 {
+            return;
+        }
+        let id = match slot.get() {
+            Some(id) => Some(id),
+            None => {
+                let id = self.id(name, MetricType::Counter);
+                slot.set(id);
+                id
+            }
+        };
+        if let Some(id) = id {
+            let _ = hostcalls::increment_metric(id, n as i64);
+        }
+    }
+
+    fn increment_allowed(&self) {
+        self.add_cached(&self.allowed, ALLOWED_METRIC, 1);
     }
 
     fn id(&self, name: &str, kind: MetricType) -> Option<u32> {
@@ -227,8 +270,8 @@ impl Metrics {
     fn count_cache(&self, keys: &KeyRing) {
         if let Some(cache) = keys.cache() {
             let (hits, misses) = cache.take_counts();
-            self.add("token_cache_hits", hits);
-            self.add("token_cache_misses", misses);
+            self.add_cached(&self.cache_hits, "token_cache_hits", hits);
+            self.add_cached(&self.cache_misses, "token_cache_misses", misses);
         }
     }
 
@@ -241,55 +284,92 @@ impl Metrics {
 
 /// The request headers the filter reads, fetched in one host call. All `Authorization`
 /// values are kept: asking the host for one header returns only its first value.
+///
+/// The values live one after another in one string (one allocation per request), each
+/// field a range of it. Header values may hold any byte; lossy decoding keeps the ASCII
+/// structure.
 #[derive(Default, Clone)]
 struct Headers {
-    method: String,
-    path: String,
-    authority: String,
-    authorization: Vec<String>,
-    origin: Option<String>,
-    request_method: Option<String>,
-    mcp_method: Option<String>,
-    mcp_name: Option<String>,
-    content_length: Option<String>,
+    text: String,
+    method: Span,
+    path: Span,
+    authority: Span,
+    authorization: Vec<Span>,
+    origin: Option<Span>,
+    request_method: Option<Span>,
+    mcp_method: Option<Span>,
+    mcp_name: Option<Span>,
+    content_length: Option<Span>,
     /// Whether the client sent a header the filter sets from claims.
     has_claim_header: bool,
 }
 
+type Span = (u32, u32);
+
 impl Headers {
     fn read(config: &Config) -> Headers {
-        let mut h = Headers::default();
         let buffer = host::request_header_pairs();
+        let mut h = Headers {
+            text: String::with_capacity(buffer.len()),
+            ..Headers::default()
+        };
         for (name, value) in host::pairs(&buffer) {
-            // Header values may hold any byte; lossy decoding keeps the ASCII structure.
-            let value = || String::from_utf8_lossy(value).into_owned();
-            match std::str::from_utf8(name).unwrap_or_default() {
-                ":method" => h.method = value(),
-                ":path" => h.path = value(),
-                ":authority" => h.authority = value(),
-                "authorization" => h.authorization.push(value()),
-                "origin" => h.origin = Some(value()),
-                "access-control-request-method" => h.request_method = Some(value()),
-                "mcp-method" => h.mcp_method = Some(value()),
-                "mcp-name" => h.mcp_name = Some(value()),
-                "content-length" => h.content_length = Some(value()),
-                other => h.has_claim_header |= config.claim_headers.iter().any(|(c, _)| c == other),
+            match name {
+                b":method" => h.method = h.push(value),
+                b":path" => h.path = h.push(value),
+                b":authority" => h.authority = h.push(value),
+                b"authorization" => {
+                    let span = h.push(value);
+                    h.authorization.push(span);
+                }
+                b"origin" => h.origin = Some(h.push(value)),
+                b"access-control-request-method" => h.request_method = Some(h.push(value)),
+                b"mcp-method" => h.mcp_method = Some(h.push(value)),
+                b"mcp-name" => h.mcp_name = Some(h.push(value)),
+                b"content-length" => h.content_length = Some(h.push(value)),
+                other => {
+                    h.has_claim_header |= config
+                        .claim_headers
+                        .iter()
+                        .any(|(c, _)| c.as_bytes() == other);
+                }
             }
         }
         h
     }
 
+    fn push(&mut self, value: &[u8]) -> Span {
+        let start = self.text.len() as u32;
+        self.text.push_str(&String::from_utf8_lossy(value));
+        (start, self.text.len() as u32)
+    }
+
+    fn get(&self, (start, end): Span) -> &str {
+        self.text
+            .get(start as usize..end as usize)
+            .unwrap_or_default()
+    }
+
+    fn method(&self) -> &str {
+        self.get(self.method)
+    }
+
+    fn path(&self) -> &str {
+        self.get(self.path)
+    }
+
     fn request(&self) -> Request<'_> {
+        let opt = |span: Option<Span>| span.map(|s| self.get(s));
         Request {
-            method: &self.method,
-            path: &self.path,
-            authority: &self.authority,
-            authorization: self.authorization.iter().map(String::as_str).collect(),
-            origin: self.origin.as_deref(),
-            access_control_request_method: self.request_method.as_deref(),
-            mcp_method: self.mcp_method.as_deref(),
-            mcp_name: self.mcp_name.as_deref(),
-            content_length: self.content_length.as_deref(),
+            method: self.method(),
+            path: self.path(),
+            authority: self.get(self.authority),
+            authorization: self.authorization.iter().map(|s| self.get(*s)).collect(),
+            origin: opt(self.origin),
+            access_control_request_method: opt(self.request_method),
+            mcp_method: opt(self.mcp_method),
+            mcp_name: opt(self.mcp_name),
+            content_length: opt(self.content_length),
         }
     }
 }
@@ -383,7 +463,7 @@ impl Shared {
             }
             Decision::Allow(allow) => {
                 self.edit_headers(headers, &allow);
-                self.metrics.increment(ALLOWED_METRIC);
+                self.metrics.increment_allowed();
                 Applied::Continue
             }
             Decision::ReadBody { check, edits } => {
@@ -395,8 +475,8 @@ impl Shared {
                 if let Outcome::Denied(reason) = response.outcome {
                     log::debug!(
                         "mcp-oauth-filter: denied {} {} with {}: {reason}",
-                        headers.method,
-                        crate::paths::split_query(&headers.path).0,
+                        headers.method(),
+                        crate::paths::split_query(headers.path()).0,
                         response.status
                     );
                 }
@@ -956,6 +1036,7 @@ fn remote_issuers(config: &Config) -> Vec<RemoteIssuer> {
 
 impl RootContext for Root {
     fn on_configure(&mut self, _plugin_configuration_size: usize) -> bool {
+        follow_host_log_level();
         let text = self.get_plugin_configuration().unwrap_or_default();
         let config = match Config::from_json(&text) {
             Ok(config) => config,
@@ -996,12 +1077,15 @@ impl RootContext for Root {
         }
         if !shared.remotes.is_empty() || shared.config.resources.iter().any(|r| r.inspects_body()) {
             self.set_tick_period(TICK);
+        } else {
+            self.set_tick_period(IDLE_TICK);
         }
         self.shared = Some(Rc::new(shared));
         true
     }
 
     fn on_tick(&mut self) {
+        follow_host_log_level();
         let Some(shared) = &self.shared else {
             return;
         };
@@ -1223,20 +1307,33 @@ impl HttpContext for Http {
         };
         self.finish(applied)
     }
+}
 
-    fn on_log(&mut self) {
-        if let Some(shared) = &self.shared {
-            shared.forget(self.context_id);
-            shared
-                .awaiting_body
-                .borrow_mut()
-                .retain(|(id, _)| *id != self.context_id);
-            shared
-                .released
-                .borrow_mut()
-                .retain(|(id, _)| *id != self.context_id);
-            shared.body_checks.borrow_mut().remove(&self.context_id);
-            shared.held_bodies.borrow_mut().remove(&self.context_id);
+/// Forgets a finished request wherever it may still be listed. The SDK drops the context in
+/// `proxy_on_delete`, which the host calls for every stream; the module does not export
+/// `proxy_on_log` (see `tools/trim_exports.py`), so this is the one place for it.
+impl Drop for Http {
+    fn drop(&mut self) {
+        let Some(shared) = &self.shared else {
+            return;
+        };
+        let id = self.context_id;
+        shared.forget(id);
+        let mut awaiting = shared.awaiting_body.borrow_mut();
+        if !awaiting.is_empty() {
+            awaiting.retain(|(waiting, _)| *waiting != id);
+        }
+        let mut released = shared.released.borrow_mut();
+        if !released.is_empty() {
+            released.retain(|(waiting, _)| *waiting != id);
+        }
+        let mut checks = shared.body_checks.borrow_mut();
+        if !checks.is_empty() {
+            checks.remove(&id);
+        }
+        let mut bodies = shared.held_bodies.borrow_mut();
+        if !bodies.is_empty() {
+            bodies.remove(&id);
         }
     }
 }

@@ -3,7 +3,7 @@ configuration (started on first use, reused by every test that asks for the same
 stopped at the end of the session).
 
 The .wasm is `target/wasm32-wasip1/release/mcp_oauth_filter.wasm` (env `MCP_OAUTH_WASM`
-overrides); when it is missing it is built with `cargo build --release --target wasm32-wasip1`.
+overrides); when it is missing it is built as `make build` does (cargo, then tools/trim_exports.py).
 """
 from __future__ import annotations
 

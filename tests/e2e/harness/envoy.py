@@ -20,6 +20,7 @@ import os
 import shutil
 import signal
 import subprocess
+import sys
 import tempfile
 import time
 import urllib.error
@@ -63,10 +64,15 @@ def find_wasm() -> Path:
 
 
 def build_wasm() -> Path:
-    """`cargo build --release --target wasm32-wasip1` in the repo; returns the .wasm path."""
+    """What `make build` does: `cargo build --release --target wasm32-wasip1` in the repo, then
+    tools/trim_exports.py on the module; returns the .wasm path."""
     subprocess.run(
         ["cargo", "build", "--release", "--target", "wasm32-wasip1"],
         cwd=REPO_ROOT,
+        check=True,
+    )
+    subprocess.run(
+        [sys.executable, str(REPO_ROOT / "tools/trim_exports.py"), str(REPO_ROOT / WASM_RELATIVE)],
         check=True,
     )
     return REPO_ROOT / WASM_RELATIVE
