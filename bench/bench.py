@@ -3,8 +3,10 @@
 native jwt_authn, all in ONE Envoy (`--concurrency 1`), one listener per variant, every listener
 with the same direct-response route (200 "ok"). Reports numbers; asserts nothing but that it ran.
 
-Variants (listeners):  none | noop (bench/noop, the floor of any wasm filter) | jwt (jwt_authn,
-default config) | jwt_cache (jwt_authn + jwt_cache_config) | ours (the filter under test).
+Variants (listeners):  none | noop (bench/noop, the floor of any wasm filter) | noop_trim (the same
+module with its exports trimmed like ours, see tools/trim_exports.py; hot, noauth and metadata
+only) | jwt (jwt_authn, default config) | jwt_cache (jwt_authn + jwt_cache_config) | ours (the
+filter under test).
 
 Scenarios: hot (one valid RS256 token reused), cold (a distinct valid RS256 token per request),
 forged (distinct tokens with random signatures), noauth (no Authorization header: 401 from
@@ -53,6 +55,7 @@ CACHE = BENCH / ".cache"
 WRK_SCRIPT = BENCH / "wrk_tokens.lua"
 OURS_WASM = REPO / "target/wasm32-wasip1/release/mcp_oauth_filter.wasm"
 NOOP_WASM = BENCH / "noop/target/wasm32-wasip1/release/bench_noop.wasm"
+NOOP_TRIM_WASM = BENCH / ".cache/bench_noop_trimmed.wasm"  # written from NOOP_WASM at start
 
 ISSUER = "https://auth.example.com"
 RESOURCE = "https://mcp.example.com/mcp"
@@ -60,10 +63,12 @@ PROTECTED_PATH = "/mcp"
 METADATA_PATH = "/.well-known/oauth-protected-resource/mcp"
 TOKEN_LIFETIME = 30 * 24 * 3600  # pools are reused across runs while they stay valid
 
-VARIANTS = ["none", "noop", "jwt", "jwt_cache", "ours"]
+VARIANTS = ["none", "noop", "noop_trim", "jwt", "jwt_cache", "ours"]
+FLOORS = ["none", "noop", "noop_trim"]
 LABELS = {
     "none": "no filter",
     "noop": "no-op wasm",
+    "noop_trim": "no-op wasm, trimmed exports",
     "jwt": "jwt_authn",
     "jwt_cache": "jwt_authn+cache",
     "ours": "mcp-oauth-filter",
@@ -71,10 +76,12 @@ LABELS = {
 # scenario -> (variants it runs on, token pool, path, expected status per variant)
 SCENARIOS = {
     "hot": (VARIANTS, "hot", PROTECTED_PATH, {v: 200 for v in VARIANTS}),
-    "cold": (VARIANTS, "cold", PROTECTED_PATH, {v: 200 for v in VARIANTS}),
-    "forged": (VARIANTS, "forged", PROTECTED_PATH, {"none": 200, "noop": 200, "jwt": 401, "jwt_cache": 401, "ours": 401}),
-    "noauth": (VARIANTS, None, PROTECTED_PATH, {"none": 200, "noop": 200, "jwt": 401, "jwt_cache": 401, "ours": 401}),
-    "metadata": (["none", "noop", "ours"], None, METADATA_PATH, {"none": 200, "noop": 200, "ours": 200}),
+    "cold": ([v for v in VARIANTS if v != "noop_trim"], "cold", PROTECTED_PATH, {v: 200 for v in VARIANTS}),
+    "forged": ([v for v in VARIANTS if v != "noop_trim"], "forged", PROTECTED_PATH,
+               {"none": 200, "noop": 200, "jwt": 401, "jwt_cache": 401, "ours": 401}),
+    "noauth": (VARIANTS, None, PROTECTED_PATH,
+               {"none": 200, "noop": 200, "noop_trim": 200, "jwt": 401, "jwt_cache": 401, "ours": 401}),
+    "metadata": (FLOORS + ["ours"], None, METADATA_PATH, {"none": 200, "noop": 200, "noop_trim": 200, "ours": 200}),
 }
 
 
@@ -258,6 +265,7 @@ def bootstrap(variants: list[str]) -> dict:
     filters = {
         "none": [],
         "noop": [_wasm_filter("bench_noop", NOOP_WASM, "")],
+        "noop_trim": [_wasm_filter("bench_noop_trim", NOOP_TRIM_WASM, "")],
         "jwt": [_jwt_filter(jwks, cached=False)],
         "jwt_cache": [_jwt_filter(jwks, cached=True)],
         "ours": [_wasm_filter("mcp_oauth", OURS_WASM, ours)],
@@ -459,6 +467,7 @@ def summarize(raw: dict) -> dict:
 TARGETS = [
     # (scenario, reference variant, target, stretch, label)
     ("hot", "noop", 0.95, None, "hot ÷ no-op floor"),
+    ("hot", "noop_trim", None, None, "hot ÷ no-op, trimmed exports"),
     ("hot", "jwt", 1.5, None, "hot ÷ jwt_authn"),
     ("hot", "jwt_cache", None, None, "hot ÷ jwt_authn+cache"),
     ("cold", "jwt", 0.25, 0.5, "cold ÷ jwt_authn"),
@@ -468,8 +477,10 @@ TARGETS = [
     ("forged", "jwt_cache", None, None, "forged ÷ jwt_authn+cache"),
     ("forged", "noop", None, None, "forged ÷ no-op floor"),
     ("noauth", "noop", 0.95, None, "401 ÷ no-op floor"),
+    ("noauth", "noop_trim", None, None, "401 ÷ no-op, trimmed exports"),
     ("noauth", "jwt", None, None, "401 ÷ jwt_authn"),
     ("metadata", "noop", 0.95, None, "metadata ÷ no-op floor"),
+    ("metadata", "noop_trim", None, None, "metadata ÷ no-op, trimmed exports"),
 ]
 
 
@@ -594,6 +605,11 @@ def render_markdown(meta: dict, summary: dict, ratio_rows: list[dict], memory: d
         "request without a token (\"Jwt is missing\"), without the MCP `resource_metadata` challenge.\n"
         "- `none`/`noop` answer 200 to every scenario (they check nothing): they are floors, the cost of the "
         "request itself and of entering a wasm VM.\n"
+        "- Ours is built with `make build`, which trims the module's exports to the proxy-wasm callbacks it "
+        "implements (`tools/trim_exports.py`): Envoy then skips the VM entries for response headers, "
+        "response body, on_log and on_done that the SDK's default exports cost every request. The no-op "
+        "floor keeps the SDK's default exports (what a typical Rust filter ships); `no-op wasm, trimmed "
+        "exports` is the same no-op with the same trim, the floor for a filter that does this too.\n"
         "- Cold: each (variant, round) continues where the previous run on that variant stopped in the "
         "pool, so a caching variant never sees a token twice unless the table says `pool wrapped` "
         "(then tokens repeat after the pool size; jwt_authn's cache of 1000 entries cannot keep them).\n"
@@ -612,9 +628,10 @@ def render_chart(summary: dict, ratio_rows: list[dict], path: Path) -> bool:
         log("matplotlib not installed: no chart")
         return False
     scens = list(summary)
-    colors = {"none": "#bbbbbb", "noop": "#7f7f7f", "jwt": "#1f77b4", "jwt_cache": "#9ecae1", "ours": "#d62728"}
+    colors = {"none": "#bbbbbb", "noop": "#7f7f7f", "noop_trim": "#c7b299", "jwt": "#1f77b4",
+              "jwt_cache": "#9ecae1", "ours": "#d62728"}
     fig, (ax1, ax3, ax2) = plt.subplots(1, 3, figsize=(19, 6), gridspec_kw={"width_ratios": [3, 3, 2.4]})
-    width = 0.16
+    width = 0.14
     for ax, key, title, ylabel in (
         (ax1, "rps", "Throughput (higher is better)", "requests/s (median, 1 Envoy worker)"),
         (ax3, "cpu_us", "Envoy CPU per request (lower is better)", "µs of Envoy CPU / request (median)"),
@@ -623,7 +640,7 @@ def render_chart(summary: dict, ratio_rows: list[dict], path: Path) -> bool:
             xs, ys = [], []
             for j, scen in enumerate(scens):
                 if var in summary[scen]:
-                    xs.append(j + (i - 2) * width)
+                    xs.append(j + (i - (len(VARIANTS) - 1) / 2) * width)
                     ys.append(summary[scen][var][key])
             ax.bar(xs, ys, width, label=LABELS[var], color=colors[var])
         ax.set_xticks(range(len(scens)))
@@ -766,6 +783,11 @@ def main() -> int:
         if not f.exists():
             print(f"missing {f} (make build; cargo build in bench/noop)", file=sys.stderr)
             return 1
+    sys.path.insert(0, str(REPO / "tools"))
+    import trim_exports
+
+    CACHE.mkdir(exist_ok=True)
+    NOOP_TRIM_WASM.write_bytes(trim_exports.trim(NOOP_WASM.read_bytes())[0])
     if not shutil.which("wrk"):
         print("wrk missing: make bench-deps", file=sys.stderr)
         return 1

@@ -3,9 +3,11 @@
 //! check. Claim checks (issuer, audience, expiry, scopes) still run on every hit, for the
 //! resource at hand; an entry never outlives the token's `exp` nor the key that verified it.
 //!
-//! The key is 128 bits from two SipHash instances under random keys drawn when the worker
-//! starts (`RandomState`): nobody outside can compute it, so nobody can make a forged token
-//! collide with a cached one, and it costs a fraction of a SHA-256 in wasm.
+//! The key is a SipHash of the whole token under a random key drawn when the worker starts
+//! (`RandomState`), plus the token's last 16 bytes (the end of its signature). Nobody outside
+//! can compute the hash, so nobody can aim a forged token at a cached one: a forgery must hit
+//! the 64-bit hash of a cached token blind *and* end in that token's signature bytes, which
+//! only someone holding the token knows. One pass over the token, a fraction of a SHA-256.
 
 use crate::verify::Signed;
 use std::cell::RefCell;
@@ -14,7 +16,8 @@ use std::collections::{HashMap, VecDeque};
 use std::hash::BuildHasher;
 use std::rc::Rc;
 
-pub type Digest = (u64, u64);
+/// The keyed hash of the token and its last 16 bytes (zero-padded when shorter).
+pub type Digest = (u64, [u8; 16]);
 
 #[derive(Default)]
 struct Inner {
@@ -29,7 +32,7 @@ struct Inner {
 /// reference; each VM is single-threaded.
 pub struct TokenCache {
     capacity: usize,
-    keys: (RandomState, RandomState),
+    hasher: RandomState,
     inner: RefCell<Inner>,
 }
 
@@ -46,17 +49,22 @@ impl TokenCache {
         };
         TokenCache {
             capacity,
-            keys: (RandomState::new(), RandomState::new()),
+            hasher: RandomState::new(),
             inner: RefCell::new(inner),
         }
     }
 
     /// The cache key of a token.
     pub fn key(&self, token: &str) -> Digest {
-        (self.keys.0.hash_one(token), self.keys.1.hash_one(token))
+        let bytes = token.as_bytes();
+        let mut tail = [0u8; 16];
+        let end = &bytes[bytes.len().saturating_sub(16)..];
+        tail[..end.len()].copy_from_slice(end);
+        (self.hasher.hash_one(token), tail)
     }
 
-    /// The entry for a token still within `exp` + `skew` at `now`.
+    /// The entry for a token still within `exp` + `skew` at `now`, counted as a hit. A miss
+    /// is counted by [`TokenCache::record_miss`] once the token is worth verifying.
     pub fn get(&self, key: &Digest, now: u64, skew: u64) -> Option<Rc<Signed>> {
         if self.capacity == 0 {
             return None;
@@ -69,13 +77,16 @@ impl TokenCache {
             }
             Some(_) => {
                 inner.map.remove(key);
-                inner.misses += 1;
                 None
             }
-            None => {
-                inner.misses += 1;
-                None
-            }
+            None => None,
+        }
+    }
+
+    /// Counts a token that was not in the cache and goes on to verification.
+    pub fn record_miss(&self) {
+        if self.capacity > 0 {
+            self.inner.borrow_mut().misses += 1;
         }
     }
 
@@ -166,6 +177,7 @@ mod tests {
         assert!(c.get(&digest("a"), 159, 60).is_some());
         assert!(c.get(&digest("a"), 160, 60).is_none());
         assert!(c.is_empty(), "expired entries are dropped");
+        c.record_miss();
         assert_eq!(c.take_counts(), (1, 1));
         assert_eq!(c.take_counts(), (0, 0));
     }

@@ -158,9 +158,6 @@ pub fn decide<'c>(
         let e = AuthError::TooLarge;
         return deny(ErrorCode::InvalidToken, e.code(), e.description());
     }
-    if let Err(description) = extract::check_syntax(token) {
-        return deny(ErrorCode::InvalidRequest, "invalid_request", description);
-    }
     let verified = match verify::verify(token, resource, config, keys, now) {
         Ok(v) => v,
         Err(AuthError::KeysPending(issuer)) => {
@@ -174,6 +171,9 @@ pub fn decide<'c>(
                 issuer,
                 refetch: true,
             }
+        }
+        Err(AuthError::Syntax(description)) => {
+            return deny(ErrorCode::InvalidRequest, "invalid_request", description)
         }
         Err(e) => return deny(ErrorCode::InvalidToken, e.code(), e.description()),
     };

@@ -54,10 +54,13 @@ impl Deref for VerifiedToken {
     }
 }
 
-/// Why a token is refused (401 `invalid_token`), one variant per way it fails.
+/// Why a token is refused (401 `invalid_token`; 400 `invalid_request` for [`AuthError::Syntax`]),
+/// one variant per way it fails.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum AuthError {
     TooLarge,
+    /// Not a `b64token` (RFC 6750 §2.1): a malformed request rather than a bad token.
+    Syntax(&'static str),
     Malformed(&'static str),
     Encrypted,
     UnsupportedHeader(&'static str),
@@ -80,6 +83,7 @@ impl AuthError {
     pub fn code(&self) -> &'static str {
         match self {
             AuthError::TooLarge => "token_too_large",
+            AuthError::Syntax(_) => "invalid_request",
             AuthError::Malformed(_) => "malformed_token",
             AuthError::Encrypted => "encrypted_token",
             AuthError::UnsupportedHeader(_) => "unsupported_header",
@@ -101,6 +105,7 @@ impl AuthError {
     pub fn description(&self) -> &'static str {
         match self {
             AuthError::TooLarge => "token too large",
+            AuthError::Syntax(what) => what,
             AuthError::Malformed(what) => what,
             AuthError::Encrypted => "encrypted (JWE) tokens are not accepted",
             AuthError::UnsupportedHeader(what) => what,
@@ -182,6 +187,11 @@ pub fn verify(
             check_facts(signed.alg, &signed.facts, resource, config, now)?;
             return Ok(VerifiedToken(signed));
         }
+    }
+    // After the cache: a cached token passed this check when it was verified.
+    crate::extract::check_syntax(token).map_err(AuthError::Syntax)?;
+    if let Some(cache) = cache {
+        cache.record_miss();
     }
     let mut parts = token.splitn(4, '.');
     let (Some(h64), Some(p64), Some(s64), None) =
@@ -688,6 +698,11 @@ pub(crate) mod tests {
             ("a.b.c.d.e".into(), AuthError::Encrypted),
             (
                 format!("!!.{claims}.AA"),
+                AuthError::Syntax("malformed Bearer credential"),
+            ),
+            (
+                // b64token syntax allows `+` and `/`; base64url does not.
+                format!("ab+/.{claims}.AA"),
                 AuthError::Malformed("token header is not base64url"),
             ),
             (
