@@ -1,0 +1,110 @@
+#!/usr/bin/env python3
+"""A/B two or more builds of the filter in minutes, for a change to the per-request path.
+
+One Envoy (`--concurrency 1`), one listener for the trimmed no-op floor and one per given
+`.wasm` (each with the bench's plugin configuration), interleaved wrk runs per round (order
+rotated), and per listener the median Envoy CPU time per request and its ratio to the floor.
+`make bench` is the full benchmark; this is the quick loop while changing code:
+
+    cp target/wasm32-wasip1/release/mcp_oauth_filter.wasm /tmp/before.wasm
+    # ... change, make build ...
+    .venv/bin/python bench/ab.py hot before=/tmp/before.wasm \\
+        after=target/wasm32-wasip1/release/mcp_oauth_filter.wasm --rounds 7
+
+Scenarios: hot (one valid RS256 token reused), noauth (no token: 401), metadata. Build the
+no-op first (`make bench` does; or `cargo build --release --target wasm32-wasip1 --manifest-path
+bench/noop/Cargo.toml`). Differences under ~1 µs are within run-to-run noise on a shared
+machine: use more rounds, and repeat.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import statistics
+import subprocess
+import sys
+from pathlib import Path
+
+import bench as b
+from harness import tokens as tk
+
+SCENARIOS = {"hot": b.PROTECTED_PATH, "noauth": b.PROTECTED_PATH, "metadata": b.METADATA_PATH}
+FLOOR = "noop_trim"
+
+
+def variant(text: str) -> tuple[str, Path]:
+    name, sep, path = text.partition("=")
+    if not sep or not name.isidentifier() or name == FLOOR:
+        raise argparse.ArgumentTypeError(f"expected NAME=PATH.wasm (NAME a word, not {FLOOR}), got {text!r}")
+    if not Path(path).is_file():
+        raise argparse.ArgumentTypeError(f"no such file: {path}")
+    return name, Path(path)
+
+
+def wrk(port: int, path: str, seconds: int, token: str | None) -> int:
+    """Requests wrk completed in `seconds` (1 thread, 4 connections)."""
+    auth = ["-H", f"Authorization: Bearer {token}"] if token else []
+    cmd = ["wrk", "-t1", "-c4", f"-d{seconds}s", *auth, f"http://127.0.0.1:{port}{path}"]
+    out = subprocess.run(cmd, capture_output=True, text=True, timeout=seconds + 60).stdout
+    for line in out.splitlines():
+        if "requests in" in line:
+            return int(line.split()[0])
+    raise RuntimeError(f"wrk gave no result:\n{out}")
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("scenario", choices=sorted(SCENARIOS))
+    ap.add_argument("variants", nargs="+", type=variant, metavar="NAME=PATH.wasm")
+    ap.add_argument("--rounds", type=int, default=5)
+    ap.add_argument("--duration", type=int, default=2, help="seconds per wrk run")
+    args = ap.parse_args()
+    if not b.NOOP_WASM.exists():
+        print(f"missing {b.NOOP_WASM}: build bench/noop first", file=sys.stderr)
+        return 1
+    if not shutil.which("wrk"):
+        print("wrk missing: make bench-deps", file=sys.stderr)
+        return 1
+    sys.path.insert(0, str(b.REPO / "tools"))
+    import trim_exports
+
+    b.CACHE.mkdir(exist_ok=True)
+    b.NOOP_TRIM_WASM.write_bytes(trim_exports.trim(b.NOOP_WASM.read_bytes())[0])
+    wasms = dict(args.variants)
+    config = json.dumps(b.plugin_config(tk.fixture_jwks()))
+
+    def bootstrap(_variants: list[str]) -> dict:
+        listeners = [b._listener(FLOOR, [b._wasm_filter("bench_noop_trim", b.NOOP_TRIM_WASM, "")])]
+        listeners += [b._listener(n, [b._wasm_filter(f"ab_{n}", p, config)]) for n, p in wasms.items()]
+        return {"admin": {"address": b._addr(0)}, "static_resources": {"listeners": listeners}}
+
+    b.bootstrap = bootstrap
+    names = [FLOOR, *wasms]
+    path = SCENARIOS[args.scenario]
+    token = tk.mint(b._claims(0, "hot"), key="rsa-a") if args.scenario == "hot" else None
+    envoy = b.EnvoyProc(names, "ab").start()
+    cpu: dict[str, list[float]] = {n: [] for n in names}
+    try:
+        for n in names:  # check each answers as expected, then warm it up
+            print(f"{n}: {b.probe(envoy.ports[n], path, token)}", flush=True)
+            wrk(envoy.ports[n], path, 1, token)
+        for r in range(args.rounds):
+            for n in names[r % len(names):] + names[: r % len(names)]:
+                before = envoy.cpu_ns()
+                requests = wrk(envoy.ports[n], path, args.duration, token)
+                cpu[n].append((envoy.cpu_ns() - before) / 1e3 / max(requests, 1))
+    finally:
+        envoy.stop()
+    floor = statistics.median(cpu[FLOOR])
+    print(f"\n{args.scenario}: Envoy CPU µs per request, median of {args.rounds} rounds")
+    for n in names:
+        m = statistics.median(cpu[n])
+        runs = ", ".join(f"{x:.1f}" for x in cpu[n])
+        print(f"{n:>12}  {m:6.2f} µs  {m - floor:+6.2f} over the floor  floor/this {floor / m:.3f}  [{runs}]")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
