@@ -17,13 +17,15 @@ use std::collections::{BTreeMap, HashMap};
 use std::fmt;
 
 pub const DEFAULT_CLOCK_SKEW: u64 = 60;
-pub const MAX_CLOCK_SKEW: u64 = 600;
+/// A day: anything larger is a unit mistake (milliseconds), not a clock.
+pub const MAX_CLOCK_SKEW: u64 = 86_400;
 pub const DEFAULT_MAX_TOKEN_BYTES: usize = 8192;
-pub const MIN_MAX_TOKEN_BYTES: usize = 512;
-pub const MAX_MAX_TOKEN_BYTES: usize = 65536;
+pub const MIN_MAX_TOKEN_BYTES: usize = 1;
+/// Well above any header Envoy accepts by default (60 KiB).
+pub const MAX_MAX_TOKEN_BYTES: usize = 1024 * 1024;
 pub const DEFAULT_TOKEN_CACHE_SIZE: usize = 4096;
 pub const DEFAULT_MAX_BODY_BYTES: usize = 1024 * 1024;
-pub const MIN_MAX_BODY_BYTES: usize = 1024;
+pub const MIN_MAX_BODY_BYTES: usize = 1;
 pub const MAX_MAX_BODY_BYTES: usize = 64 * 1024 * 1024;
 /// Tables are allocated at full size per worker (about 100 bytes an entry): 100k is ~10 MB.
 pub const MAX_TOKEN_CACHE_SIZE: usize = 100_000;
@@ -1194,19 +1196,51 @@ pub(crate) mod tests {
             ("resources[0].tool_scopes.x[0]".into(), "invalid_scope")
         );
         v["resources"][0]["tool_scopes"] = json!({});
-        v["max_body_bytes"] = json!(10);
-        assert_eq!(error_of(v), ("max_body_bytes".into(), "out_of_range"));
+        v["max_body_bytes"] = json!(0);
+        assert_eq!(
+            error_of(v.clone()),
+            ("max_body_bytes".into(), "out_of_range")
+        );
+        v["max_body_bytes"] = json!(64);
+        assert_eq!(
+            Config::from_json(v.to_string().as_bytes())
+                .map(|c| c.max_body_bytes)
+                .ok(),
+            Some(64)
+        );
     }
 
     #[test]
     fn bounds_numeric_settings() {
         assert_eq!(
-            error_of(with(base_json(), "/clock_skew_seconds", json!(601))).1,
+            error_of(with(base_json(), "/clock_skew_seconds", json!(86_401))).1,
             "out_of_range"
         );
+        let skew = Config::from_json(
+            with(base_json(), "/clock_skew_seconds", json!(3600))
+                .to_string()
+                .as_bytes(),
+        );
+        assert_eq!(skew.map(|c| c.clock_skew).ok(), Some(3600));
         let mut v = base_json();
-        v["max_token_bytes"] = json!(10);
-        assert_eq!(error_of(v), ("max_token_bytes".into(), "out_of_range"));
+        v["max_token_bytes"] = json!(0);
+        assert_eq!(
+            error_of(v.clone()),
+            ("max_token_bytes".into(), "out_of_range")
+        );
+        v["max_token_bytes"] = json!(1024 * 1024 + 1);
+        assert_eq!(
+            error_of(v.clone()),
+            ("max_token_bytes".into(), "out_of_range")
+        );
+        // Small limits are an operator's choice (and how tests reach "too large" cheaply).
+        v["max_token_bytes"] = json!(100);
+        assert_eq!(
+            Config::from_json(v.to_string().as_bytes())
+                .map(|c| c.max_token_bytes)
+                .ok(),
+            Some(100)
+        );
         let mut v = base_json();
         v["token_cache_size"] = json!(100_001);
         assert_eq!(error_of(v), ("token_cache_size".into(), "out_of_range"));

@@ -1040,8 +1040,8 @@ def test_scope_implies_cycle_makes_envoy_refuse_to_start(upstream, wasm_path, im
     assert "cycle" in outcome.log.lower(), f"log does not say cycle:\n{tail}"
 
 
-def test_max_body_bytes_below_1024_is_refused(upstream, wasm_path):
-    outcome = start_expecting_failure(mcp_scopes_config(max_body_bytes=1023), upstream.port, wasm_path=wasm_path, timeout=20)
+def test_max_body_bytes_of_zero_is_refused(upstream, wasm_path):
+    outcome = start_expecting_failure(mcp_scopes_config(max_body_bytes=0), upstream.port, wasm_path=wasm_path, timeout=20)
     tail = "\n".join(outcome.log.splitlines()[-25:])
     assert not outcome.became_ready and outcome.exit_code != 0, tail
     assert "max_body_bytes" in outcome.log, tail
