@@ -243,6 +243,31 @@ impl Metrics {
         self.add_cached(&self.allowed, ALLOWED_METRIC, 1);
     }
 
+    /// Defines the counters SPEC §8 names before any request, so they show in `/stats` at 0
+    /// (a rate needs a first sample) and the first request defines none. Denials by other
+    /// reasons appear when they first happen.
+    fn define_at_zero(&self, token_cache: bool, fetches_keys: bool) {
+        let resolve = |slot: &Cell<Option<u32>>, name: &str| {
+            if slot.get().is_none() {
+                slot.set(self.id(name, MetricType::Counter));
+            }
+        };
+        resolve(&self.allowed, ALLOWED_METRIC);
+        if token_cache {
+            resolve(&self.cache_hits, "token_cache_hits");
+            resolve(&self.cache_misses, "token_cache_misses");
+        }
+        for outcome in [Outcome::MetadataServed, Outcome::Denied("missing_token")] {
+            if let Some(id) = self.id(&outcome.metric(), MetricType::Counter) {
+                self.outcomes.borrow_mut().push((outcome, id));
+            }
+        }
+        if fetches_keys {
+            self.id("key_fetches_ok", MetricType::Counter);
+            self.id("key_fetches_failed", MetricType::Counter);
+        }
+    }
+
     fn id(&self, name: &str, kind: MetricType) -> Option<u32> {
         let mut ids = self.ids.borrow_mut();
         if let Some(id) = ids.get(name) {
@@ -1071,6 +1096,10 @@ impl RootContext for Root {
             body_checks: RefCell::default(),
             held_bodies: RefCell::default(),
         };
+        shared.metrics.define_at_zero(
+            shared.keys.borrow().cache().is_some(),
+            !shared.remotes.is_empty(),
+        );
         for remote in &shared.remotes {
             shared.ensure_state(remote);
             shared.sync(remote);
