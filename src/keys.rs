@@ -362,7 +362,7 @@ pub enum SelectError {
     UnknownKid,
     /// A key has the `kid` but its type or own `alg` does not fit the token's `alg`.
     AlgMismatch,
-    /// No `kid`, and several keys fit: we will not guess.
+    /// Several keys fit (no `kid`, or a `kid` several keys share): we will not guess.
     Ambiguous,
 }
 

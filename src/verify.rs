@@ -72,7 +72,9 @@ pub enum AuthError {
     NotYetValid,
     UnknownKid(IssuerId),
     AlgMismatch,
-    AmbiguousKey,
+    /// Several keys fit: no `kid` and more than one key for the `alg`, or one `kid` shared by
+    /// several keys that fit it.
+    AmbiguousKey(&'static str),
     BadSignature,
     /// The issuer's keys have not loaded yet (remote keys only).
     KeysPending(IssuerId),
@@ -95,7 +97,7 @@ impl AuthError {
             AuthError::NotYetValid => "token_not_yet_valid",
             AuthError::UnknownKid(_) => "unknown_kid",
             AuthError::AlgMismatch => "alg_key_mismatch",
-            AuthError::AmbiguousKey => "ambiguous_key",
+            AuthError::AmbiguousKey(_) => "ambiguous_key",
             AuthError::BadSignature => "bad_signature",
             AuthError::KeysPending(_) => "keys_unavailable",
         }
@@ -119,7 +121,7 @@ impl AuthError {
             AuthError::NotYetValid => "token not yet valid (nbf)",
             AuthError::UnknownKid(_) => "signing key not found (unknown kid)",
             AuthError::AlgMismatch => "signature algorithm does not match the key",
-            AuthError::AmbiguousKey => "token has no kid and several keys could verify it",
+            AuthError::AmbiguousKey(what) => what,
             AuthError::BadSignature => "invalid signature",
             AuthError::KeysPending(_) => "signing keys not available yet",
         }
@@ -242,7 +244,12 @@ pub fn verify(
     let key = set.select(kid, alg).map_err(|e| match e {
         SelectError::UnknownKid => AuthError::UnknownKid(issuer),
         SelectError::AlgMismatch => AuthError::AlgMismatch,
-        SelectError::Ambiguous => AuthError::AmbiguousKey,
+        SelectError::Ambiguous if kid.is_some() => {
+            AuthError::AmbiguousKey("several keys share the token's kid")
+        }
+        SelectError::Ambiguous => {
+            AuthError::AmbiguousKey("token has no kid and several keys could verify it")
+        }
     })?;
     let sig = b64url_decode(s64).ok_or(AuthError::Malformed("signature is not base64url"))?;
     let signed = &token.as_bytes()[..h64.len() + 1 + p64.len()];
@@ -788,6 +795,29 @@ pub(crate) mod tests {
     }
 
     #[test]
+    fn refuses_a_kid_that_several_fitting_keys_share_and_says_so() {
+        use crate::keys::tests::fixture;
+        let mut twin = fixture("rsa-b.jwk.json");
+        twin["kid"] = json!("rsa-a");
+        let mut v = base_json();
+        v["issuers"][0]["jwks"] = json!({"keys": [fixture("rsa-a.jwk.json"), twin]});
+        let c = compile(&v).unwrap();
+        let e = check(&c, &good_token()).unwrap_err();
+        assert_eq!(
+            e,
+            AuthError::AmbiguousKey("several keys share the token's kid")
+        );
+        assert_eq!(e.code(), "ambiguous_key");
+        let no_kid = token("rsa-a", "RS256", json!({"alg": "RS256"}), good_claims());
+        assert_eq!(
+            check(&c, &no_kid),
+            Err(AuthError::AmbiguousKey(
+                "token has no kid and several keys could verify it"
+            ))
+        );
+    }
+
+    #[test]
     fn enforces_the_token_length_cap_before_parsing() {
         let c = base();
         let huge = "a".repeat(c.max_token_bytes + 1);
@@ -891,7 +921,7 @@ pub(crate) mod tests {
             AuthError::NotYetValid,
             AuthError::UnknownKid(0),
             AuthError::AlgMismatch,
-            AuthError::AmbiguousKey,
+            AuthError::AmbiguousKey("x"),
             AuthError::BadSignature,
             AuthError::KeysPending(0),
         ];
