@@ -118,19 +118,21 @@ pub fn decide<'c>(
             return Decision::Respond(metadata_response(found, req, preflight));
         }
     }
-    // Fail closed: a path that is protected however an upstream reads it is protected.
-    let resource = config
-        .resource_for_path(normalized.as_str(), req.authority)
-        .or_else(|| match normalized {
-            Normalized::Plain(_) => None,
-            _ => config
-                .resource_for_path(raw_path, req.authority)
-                .or_else(|| {
-                    paths::partial_readings(raw_path)
-                        .iter()
-                        .find_map(|reading| config.resource_for_path(reading, req.authority))
-                }),
-        });
+    // Fail closed: a path that is protected however an upstream reads it is protected, and
+    // one that different upstreams would read as different resources is refused.
+    let (resource, split) = match normalized {
+        Normalized::Plain(path) => (config.resource_for_path(path, req.authority), false),
+        _ => {
+            let readings = paths::partial_readings(raw_path);
+            let mut found = [normalized.as_str(), raw_path]
+                .into_iter()
+                .chain(readings.iter().map(String::as_str))
+                .filter_map(|reading| config.resource_for_path(reading, req.authority));
+            let first = found.next();
+            let split = first.is_some_and(|f| found.any(|r| !std::ptr::eq(f, r)));
+            (first, split)
+        }
+    };
     let Some(resource) = resource else {
         return Decision::PassThrough;
     };
@@ -144,7 +146,14 @@ pub fn decide<'c>(
         return deny(
             ErrorCode::InvalidRequest,
             "bad_path",
-            "request path is not normalized (encoded slash or backslash)",
+            "request path is not normalized (encoded slash, backslash or escaped escape)",
+        );
+    }
+    if split {
+        return deny(
+            ErrorCode::InvalidRequest,
+            "bad_path",
+            "request path reads as more than one protected resource",
         );
     }
     let token = match extract::extract(&req.authorization, query) {
@@ -578,6 +587,9 @@ mod tests {
             "/x/../mcp",
             "/mcp/../other",
             "/mc%70/x",
+            "/mcp;jsessionid=1",
+            "/mcp;v=1/x",
+            "/mcp//../x",
         ] {
             assert_eq!(
                 respond(run(&c, &request("POST", path, None))).status,
@@ -585,11 +597,34 @@ mod tests {
                 "{path}"
             );
         }
-        for path in ["/mcp%2Fx", "/mcp%5cx", "/mcp\\x", "/x%2F..%2Fmcp"] {
+        for path in [
+            "/mcp%2Fx",
+            "/mcp%5cx",
+            "/mcp\\x",
+            "/x%2F..%2Fmcp",
+            "/mcp%252Fx",
+            "/x%252F..%252Fmcp",
+        ] {
             let r = respond(run(&c, &request("POST", path, None)));
             assert_eq!(r.status, 400, "{path}");
             assert_eq!(r.outcome, Outcome::Denied("bad_path"));
         }
+        // Read as /tools by an upstream that merges slashes first, as /mcp/tools by one that
+        // only removes dot segments (RFC 3986): two resources, so neither token may pass.
+        let valid = format!("Bearer {}", good_token());
+        for path in ["/mcp//../tools", "/tools//../mcp", "/tools/..//mcp/x"] {
+            let r = respond(run(&c, &request("GET", path, Some(valid.as_str()))));
+            assert_eq!(
+                (r.status, r.outcome),
+                (400, Outcome::Denied("bad_path")),
+                "{path}"
+            );
+        }
+        // A path parameter is no reason to refuse a valid token.
+        assert!(matches!(
+            run(&c, &request("POST", "/mcp;v=1", Some(valid.as_str()))),
+            Decision::Allow(_)
+        ));
         assert_eq!(
             run(&c, &request("GET", "/a%2Fb", None)),
             Decision::PassThrough

@@ -2,7 +2,8 @@
 //! everything below it, and a path that is not plainly normalized can never reach a protected
 //! prefix unauthenticated. Upstreams differ in how they read `%6D`, `//` or `/x/../`, so we
 //! match on the normalized form *and* on the raw form (fail closed), and refuse outright the
-//! spellings whose meaning upstreams disagree on (encoded `/` or `\`, a bare `\`, broken escapes).
+//! spellings whose meaning upstreams disagree on (encoded `/` or `\`, a bare `\`, broken escapes,
+//! double encoding such as `%252F`).
 
 use std::borrow::Cow;
 
@@ -22,8 +23,9 @@ pub enum Normalized<'a> {
     Plain(&'a str),
     /// Unambiguously normalizable (unreserved escapes, `.`/`..` segments, repeated slashes).
     Rewritten(String),
-    /// Readable in more than one way (`%2F`, `%5C`, `\`, a broken escape). The string is the
-    /// most aggressive reading, used only to ask "could this reach a protected path?".
+    /// Readable in more than one way (`%2F`, `%5C`, `\`, a broken escape, an escaped escape).
+    /// The string is the most aggressive reading, used only to ask "could this reach a
+    /// protected path?".
     Ambiguous(String),
 }
 
@@ -38,7 +40,7 @@ impl Normalized<'_> {
 
 fn is_plain(path: &str) -> bool {
     path.starts_with('/')
-        && !path.contains(['%', '\\'])
+        && !path.contains(['%', '\\', ';'])
         && !path.contains("//")
         && !path.split('/').any(|seg| seg == "." || seg == "..")
 }
@@ -49,7 +51,19 @@ pub fn normalize(path: &str) -> Normalized<'_> {
     if is_plain(path) {
         return Normalized::Plain(path);
     }
-    let (decoded, ambiguous) = decode_escapes(path);
+    let (mut decoded, mut ambiguous) = decode_escapes(path);
+    // An escaped escape (`%252F`) means something else to an upstream that decodes twice:
+    // read it as that upstream would. Each round removes a level; three cover any real use.
+    for _ in 0..3 {
+        if !ambiguous || !decoded.contains('%') {
+            break;
+        }
+        let (again, still) = decode_escapes(&decoded);
+        if again == decoded {
+            break;
+        }
+        (decoded, ambiguous) = (again, ambiguous || still);
+    }
     let merged = merge_slashes(&decoded);
     let resolved = remove_dot_segments(&merged);
     if ambiguous {
@@ -85,6 +99,15 @@ fn decode_escapes(path: &str) -> (String, bool) {
                         ambiguous = true;
                         out.push('/');
                     }
+                    // `%25` before two hex digits: an escape escaped, decoded once here.
+                    Some(b'%')
+                        if bytes
+                            .get(i + 3..i + 5)
+                            .is_some_and(|h| h.iter().all(u8::is_ascii_hexdigit)) =>
+                    {
+                        ambiguous = true;
+                        out.push('%');
+                    }
                     Some(b) => out.push_str(&format!("%{b:02X}")),
                     None => {
                         ambiguous = true;
@@ -114,13 +137,25 @@ fn decode_escapes(path: &str) -> (String, bool) {
     (out, ambiguous)
 }
 
-/// How an upstream that only partly normalizes might read a path that is not plain: escapes
-/// decoded (`%2F`, `%5C` and `\` taken as `/`) but dot segments kept, with and without
-/// repeated slashes merged. A protected prefix reached by any reading is protected.
-pub fn partial_readings(path: &str) -> [String; 2] {
+/// How upstreams that normalize differently might read a path that is not plain: escapes
+/// decoded (`%2F`, `%5C` and `\` taken as `/`) with dot segments kept, with and without
+/// repeated slashes merged; dot segments removed without merging slashes (RFC 3986 §5.2.4 alone:
+/// `/a//../b` is `/a/b`); and path parameters dropped from each segment, as servlet containers
+/// do (`/mcp;x` is `/mcp`). A protected prefix reached by any reading is protected.
+pub fn partial_readings(path: &str) -> [String; 4] {
     let (decoded, _) = decode_escapes(path);
     let merged = merge_slashes(&decoded).into_owned();
-    [decoded, merged]
+    let dots_only = remove_dot_segments(&decoded);
+    let without_parameters = remove_dot_segments(&merge_slashes(&drop_parameters(&decoded)));
+    [decoded, merged, dots_only, without_parameters]
+}
+
+/// Each segment without its `;parameters`.
+fn drop_parameters(path: &str) -> String {
+    path.split('/')
+        .map(|segment| segment.split(';').next().unwrap_or_default())
+        .collect::<Vec<_>>()
+        .join("/")
 }
 
 fn merge_slashes(path: &str) -> Cow<'_, str> {
@@ -210,6 +245,12 @@ mod tests {
             ("/mcp%zz", Ambiguous("/mcp%zz".into())),
             ("/mcp%+2x", Ambiguous("/mcp%+2x".into())),
             ("mcp", Rewritten("/mcp".into())),
+            ("/mcp;x", Rewritten("/mcp;x".into())),
+            ("/mcp%252F", Ambiguous("/mcp/".into())),
+            ("/mcp%25252Fx", Ambiguous("/mcp/x".into())),
+            ("/a%2525", Ambiguous("/a%25".into())),
+            ("/a%25zz", Rewritten("/a%25zz".into())),
+            ("/mcp%2500", Ambiguous("/mcp%00".into())),
         ];
         for (input, want) in table {
             assert_eq!(&normalize(input), want, "{input}");
@@ -218,13 +259,35 @@ mod tests {
 
     #[test]
     fn reads_paths_as_a_partly_normalizing_upstream_would() {
-        assert_eq!(partial_readings("/%6Dcp/../x"), ["/mcp/../x", "/mcp/../x"]);
-        assert_eq!(partial_readings("/mcp\\..\\x"), ["/mcp/../x", "/mcp/../x"]);
+        assert_eq!(
+            partial_readings("/%6Dcp/../x"),
+            ["/mcp/../x", "/mcp/../x", "/x", "/x"]
+        );
+        assert_eq!(
+            partial_readings("/mcp\\..\\x"),
+            ["/mcp/../x", "/mcp/../x", "/x", "/x"]
+        );
         assert_eq!(
             partial_readings("/%6Dcp//..//x"),
-            ["/mcp//..//x", "/mcp/../x"]
+            ["/mcp//..//x", "/mcp/../x", "/mcp//x", "/x"]
         );
-        assert_eq!(partial_readings("//%6Dcp"), ["//mcp", "/mcp"]);
+        assert_eq!(
+            partial_readings("//%6Dcp"),
+            ["//mcp", "/mcp", "//mcp", "/mcp"]
+        );
+        assert_eq!(
+            partial_readings("/a//../b"),
+            ["/a//../b", "/a/../b", "/a/b", "/b"]
+        );
+        assert_eq!(
+            partial_readings("/mcp;jsessionid=1/x;v=2"),
+            [
+                "/mcp;jsessionid=1/x;v=2",
+                "/mcp;jsessionid=1/x;v=2",
+                "/mcp;jsessionid=1/x;v=2",
+                "/mcp/x"
+            ]
+        );
     }
 
     #[test]

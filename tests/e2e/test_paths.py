@@ -50,6 +50,11 @@ NON_NORMALIZED = [
     "/mcp/x/../y",
     "/mcp\\x",
     "/\\mcp",
+    "/mcp%252Fx",  # double encoded: an upstream that decodes twice sees /mcp/x
+    "/%252Fmcp",
+    "/mcp;jsessionid=1",  # a servlet container maps it to /mcp
+    "/mcp;v=1/x",
+    "/mcp//../x",  # RFC 3986 dot removal alone gives /mcp/x
 ]
 
 
@@ -58,3 +63,19 @@ def test_never_lets_a_non_normalized_protected_path_through_unauthenticated(clie
     reply = client.get(path)
     assert reply.status in (400, 401), reply.describe()
     expect.not_forwarded(reply)
+
+
+@pytest.mark.parametrize("path", ["/mcp//../tools", "/tools//../mcp"])
+@pytest.mark.parametrize("audience", [scenario.MCP, scenario.TOOLS])
+def test_refuses_a_path_that_upstreams_would_read_as_either_resource(client, path, audience):
+    # Merging slashes first reads /mcp//../tools as /tools; RFC 3986 dot removal alone reads it
+    # as /mcp/tools. Neither resource's token may decide it.
+    reply = client.get(path, token=scenario.token(audience))
+    assert reply.status == 400, reply.describe()
+    assert 'error="invalid_request"' in (reply.header("www-authenticate") or ""), reply.describe()
+    expect.not_forwarded(reply)
+
+
+def test_forwards_a_path_with_parameters_unchanged_with_a_valid_token(client):
+    seen = expect.forwarded_once(client.get("/mcp;v=1/x", token=scenario.token(scenario.MCP)))
+    assert seen.path == "/mcp;v=1/x"
