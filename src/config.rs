@@ -421,9 +421,14 @@ impl Config {
         if !path.starts_with(metadata::WELL_KNOWN) {
             return None;
         }
+        // Several resources share a path on different hosts: the document is the one for the
+        // request's host, and none (404) when the host names none of them or several.
         let exact = self.resources.iter().filter(|r| r.metadata_path == path);
-        if let Some(found) = pick_by_authority(exact, authority, true) {
-            return Some(Some(found));
+        let mut count = exact.clone();
+        match (count.next(), count.next()) {
+            (Some(only), None) => return Some(Some(only)),
+            (Some(_), Some(_)) => return Some(pick_by_authority(exact, authority, false)),
+            (None, _) => {}
         }
         if path != metadata::WELL_KNOWN {
             return None;
@@ -1294,6 +1299,19 @@ pub(crate) mod tests {
             Some("https://mcp.example.com/mcp/admin")
         );
         assert_eq!(pick("/mcpx", "mcp.example.com"), None);
+        let doc = |authority| {
+            c.metadata_for_path("/.well-known/oauth-protected-resource/mcp", authority)
+                .map(|found| found.map(|r| r.resource.as_str()))
+        };
+        assert_eq!(
+            doc("other.example.com"),
+            Some(Some("https://other.example.com/mcp"))
+        );
+        assert_eq!(
+            doc("mcp.example.com:443"),
+            Some(Some("https://mcp.example.com/mcp"))
+        );
+        assert_eq!(doc("unknown.example.com"), Some(None), "ambiguous: 404");
     }
 
     #[test]

@@ -4,6 +4,7 @@ from __future__ import annotations
 import pytest
 
 import expect
+import scenario
 from scenario import (
     MCP_METADATA,
     MCP_METADATA_PATH,
@@ -73,4 +74,34 @@ def test_root_metadata_serves_the_only_configured_resource(single_resource_clien
     reply = single_resource_client.get(ROOT_METADATA_PATH)
     assert_metadata_headers(reply)
     assert reply.json()["resource"] == MCP_METADATA["resource"]
+    expect.not_forwarded(reply)
+
+
+SHARED_A = "https://a.example.com/mcp"
+SHARED_B = "https://b.example.com:8443/mcp"
+
+
+@pytest.fixture
+def shared_path_client(envoys):
+    """Two resources on the same path /mcp, on different hosts."""
+    config = scenario.single_resource_config()
+    config["resources"] = [
+        {"resource": SHARED_A, "authorization_servers": [scenario.ISSUER]},
+        {"resource": SHARED_B, "authorization_servers": [scenario.ISSUER]},
+    ]
+    return envoys.client(config)
+
+
+@pytest.mark.parametrize("host, resource", [("a.example.com", SHARED_A), ("b.example.com:8443", SHARED_B)])
+def test_metadata_of_a_shared_path_is_the_one_for_the_requests_host(shared_path_client, host, resource):
+    reply = shared_path_client.get(MCP_METADATA_PATH, host_header=host)
+    assert_metadata_headers(reply)
+    assert reply.json()["resource"] == resource
+    expect.not_forwarded(reply)
+
+
+@pytest.mark.parametrize("host", ["c.example.com", "b.example.com"])
+def test_metadata_of_a_shared_path_is_not_found_for_a_host_naming_none_of_them(shared_path_client, host):
+    reply = shared_path_client.get(MCP_METADATA_PATH, host_header=host)
+    assert reply.status == 404, reply.describe()
     expect.not_forwarded(reply)
