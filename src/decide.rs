@@ -353,6 +353,21 @@ pub fn body_too_large<'c>(config: &'c Config, req: &Request<'_>) -> Response<'c>
     }
 }
 
+/// A request held for its issuer's first key set (or a refetch) past the wait: 503, try again.
+pub fn keys_unavailable<'c>(req: &Request<'_>) -> Response<'c> {
+    let headers = json_headers(vec![
+        ("retry-after", "5".into()),
+        ("cache-control", "no-store".into()),
+    ]);
+    Response {
+        status: 503,
+        headers: with_cors(headers, req),
+        body: error_body("temporarily_unavailable", "signing keys not available yet").into(),
+        outcome: Outcome::Denied("keys_unavailable"),
+        denied_tools: Vec::new(),
+    }
+}
+
 fn with_cors<'c>(
     mut headers: Vec<(&'static str, Cow<'c, str>)>,
     req: &Request<'_>,
@@ -628,6 +643,25 @@ mod tests {
         assert_eq!(
             run(&c, &request("GET", "/a%2Fb", None)),
             Decision::PassThrough
+        );
+    }
+
+    #[test]
+    fn keys_unavailable_is_a_503_a_browser_can_read() {
+        let mut req = request("GET", "/mcp", None);
+        let plain = keys_unavailable(&req);
+        assert_eq!(plain.status, 503);
+        assert_eq!(header(&plain, "retry-after"), Some("5"));
+        assert_eq!(header(&plain, "access-control-allow-origin"), None);
+        assert_eq!(plain.outcome, Outcome::Denied("keys_unavailable"));
+        let body: serde_json::Value = serde_json::from_str(&plain.body).unwrap();
+        assert_eq!(body["error"], "temporarily_unavailable");
+        req.origin = Some("https://app.example");
+        let cors = keys_unavailable(&req);
+        assert_eq!(header(&cors, "access-control-allow-origin"), Some("*"));
+        assert_eq!(
+            header(&cors, "access-control-expose-headers"),
+            Some("www-authenticate")
         );
     }
 

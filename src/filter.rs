@@ -167,8 +167,6 @@ const METRIC_PREFIX: &str = "mcp_oauth_";
 const TICK: Duration = Duration::from_millis(200);
 /// The tick otherwise: it only follows the host's log level.
 const IDLE_TICK: Duration = Duration::from_secs(1);
-const SERVICE_UNAVAILABLE_BODY: &[u8] =
-    br#"{"error":"temporarily_unavailable","error_description":"signing keys not available yet"}"#;
 
 /// Logs at the host's level for this VM, so a disabled level costs nothing: no formatting, no
 /// host call per denied request. Re-read every tick, so a level changed at run time (Envoy's
@@ -701,16 +699,8 @@ impl Shared {
                     still.push(w);
                 }
                 Applied::Wait { .. } => {
-                    self.metrics.increment("requests_denied_keys_unavailable");
-                    host::send_response(
-                        503,
-                        &[
-                            ("content-type", "application/json"),
-                            ("retry-after", "5"),
-                            ("cache-control", "no-store"),
-                        ],
-                        SERVICE_UNAVAILABLE_BODY,
-                    );
+                    let response = decide::keys_unavailable(&w.headers.request());
+                    self.apply(&w.headers, Decision::Respond(response));
                 }
             }
         }

@@ -1,7 +1,36 @@
 //! What an MCP request asks for (SPEC §9): the JSON-RPC calls in a POST body (a request or a
 //! batch) and the `Mcp-Method` / `Mcp-Name` headers that must agree with it.
 
+use base64::engine::general_purpose::{GeneralPurpose, GeneralPurposeConfig};
+use base64::engine::DecodePaddingMode;
+use base64::{alphabet, Engine};
 use serde_json::Value;
+use std::borrow::Cow;
+
+/// The wrapper MCP 2026-07-28 puts around an `Mcp-*` header value that is not plain ASCII:
+/// `=?base64?{standard base64 of the UTF-8}?=`.
+const WRAPPED: (&str, &str) = ("=?base64?", "?=");
+
+/// Standard base64; padding optional (some encoders drop it), stray bits refused.
+const B64: GeneralPurpose = GeneralPurpose::new(
+    &alphabet::STANDARD,
+    GeneralPurposeConfig::new()
+        .with_decode_padding_mode(DecodePaddingMode::Indifferent)
+        .with_decode_allow_trailing_bits(false),
+);
+
+/// The text an `Mcp-Method` / `Mcp-Name` header carries: the value as sent, or the UTF-8 text
+/// inside the base64 wrapper. `None` for a wrapper that is not base64 of UTF-8.
+pub fn header_text(value: &str) -> Option<Cow<'_, str>> {
+    let Some(encoded) = value
+        .strip_prefix(WRAPPED.0)
+        .and_then(|v| v.strip_suffix(WRAPPED.1))
+    else {
+        return Some(Cow::Borrowed(value));
+    };
+    let bytes = B64.decode(encoded).ok()?;
+    String::from_utf8(bytes).ok().map(Cow::Owned)
+}
 
 /// One JSON-RPC request or notification in a body.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -48,10 +77,13 @@ fn call_of(message: &Value) -> Result<Option<Call>, BodyError> {
     match obj.get("method") {
         Some(Value::String(method)) => {
             let params = obj.get("params");
-            let name = params
-                .and_then(|p| p.get("name").or_else(|| p.get("uri")))
-                .and_then(Value::as_str)
-                .map(str::to_string);
+            let named = params.and_then(|p| p.get("name").or_else(|| p.get("uri")));
+            let name = named.and_then(Value::as_str).map(str::to_string);
+            // A tool call must name its tool as a string: one that does not could still mean
+            // a tool to an upstream, and would skip that tool's scopes here.
+            if method == "tools/call" && name.is_none() {
+                return Err(BodyError::NotJsonRpc);
+            }
             Ok(Some(Call {
                 method: method.clone(),
                 name,
@@ -88,12 +120,14 @@ pub fn check_headers(
     mcp_name: Option<&str>,
 ) -> Result<(), BodyError> {
     if let Some(method) = mcp_method {
+        let method = header_text(method).ok_or(BodyError::HeaderMismatch)?;
         if calls.is_empty() || calls.iter().any(|c| c.method != method) {
             return Err(BodyError::HeaderMismatch);
         }
     }
     if let Some(name) = mcp_name {
-        if calls.is_empty() || calls.iter().any(|c| c.name.as_deref() != Some(name)) {
+        let name = header_text(name).ok_or(BodyError::HeaderMismatch)?;
+        if calls.is_empty() || calls.iter().any(|c| c.name.as_deref() != Some(&name)) {
             return Err(BodyError::HeaderMismatch);
         }
     }
@@ -140,6 +174,55 @@ mod tests {
         assert_eq!(calls(br#"{"method":7}"#), Err(BodyError::NotJsonRpc));
         assert_eq!(calls(br#"[{"id":1}]"#), Err(BodyError::NotJsonRpc));
         assert_eq!(calls(br#"[1]"#), Err(BodyError::NotJsonRpc));
+        // A tool call that does not name its tool as a string.
+        for params in [
+            r#"{"name":["rm"]}"#,
+            r#"{"name":7}"#,
+            r#"{"arguments":{}}"#,
+            "null",
+        ] {
+            let body =
+                format!(r#"{{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{params}}}"#);
+            assert_eq!(
+                calls(body.as_bytes()),
+                Err(BodyError::NotJsonRpc),
+                "{params}"
+            );
+        }
+        let body = br#"{"jsonrpc":"2.0","id":1,"method":"tools/call"}"#;
+        assert_eq!(calls(body), Err(BodyError::NotJsonRpc));
+    }
+
+    #[test]
+    fn reads_base64_wrapped_header_values() {
+        assert_eq!(header_text("add").as_deref(), Some("add"));
+        assert_eq!(header_text("=?base64?Y2Fmw6k=?=").as_deref(), Some("café"));
+        assert_eq!(header_text("=?base64?Y2Fmw6k?=").as_deref(), Some("café"));
+        assert_eq!(
+            header_text("=?base64?SGVsbG8sIOS4lueVjA==?=").as_deref(),
+            Some("Hello, 世界")
+        );
+        assert_eq!(
+            header_text("=?base64?IHBhZGRlZA==?=").as_deref(),
+            Some(" padded")
+        );
+        assert_eq!(header_text("=?base64?%%%?="), None);
+        assert_eq!(header_text("=?base64?//4=?="), None, "not UTF-8");
+        // Only the exact wrapper is decoded.
+        assert_eq!(header_text("=?base64?abc").as_deref(), Some("=?base64?abc"));
+        let cafe = vec![call("tools/call", Some("café"))];
+        assert_eq!(
+            check_headers(&cafe, Some("tools/call"), Some("=?base64?Y2Fmw6k=?=")),
+            Ok(())
+        );
+        assert_eq!(
+            check_headers(&cafe, Some("tools/call"), Some("=?base64?Y2FmZQ==?=")),
+            Err(BodyError::HeaderMismatch)
+        );
+        assert_eq!(
+            check_headers(&cafe, Some("tools/call"), Some("=?base64?!!?=")),
+            Err(BodyError::HeaderMismatch)
+        );
     }
 
     #[test]

@@ -507,6 +507,10 @@ MISMATCHES = {
     "batch-member-differs": ([("Mcp-Method", "tools/call")], [tool_call("echo", 1), rpc("tools/list", id=2)]),
     "batch-member-name-differs": ([("Mcp-Name", "echo")], [tool_call("echo", 1), tool_call("write_file", 2)]),
     "method-header-on-a-response-only-body": ([("Mcp-Method", "tools/call")], {"jsonrpc": "2.0", "id": 1, "result": {}}),
+    # MCP 2026-07-28 base64 wrapper: decoded, then compared; a broken wrapper matches nothing.
+    "wrapped-name-differs": ([("Mcp-Name", "=?base64?ZGVsZXRlX2FsbA==?=")], tool_call("echo")),
+    "wrapped-name-not-base64": ([("Mcp-Name", "=?base64?!!?=")], tool_call("echo")),
+    "wrapped-name-not-utf8": ([("Mcp-Name", "=?base64?//4=?=")], tool_call("echo")),
 }
 
 
@@ -526,6 +530,9 @@ AGREEMENTS = {
     "uri": ([("Mcp-Method", "resources/read"), ("Mcp-Name", "file:///notes/a.txt")], read_resource("file:///notes/a.txt")),
     "tools-list": ([("Mcp-Method", "tools/list")], rpc("tools/list")),
     "batch-same-tool": ([("Mcp-Method", "tools/call"), ("Mcp-Name", "echo")], [tool_call("echo", 1), tool_call("echo", 2)]),
+    # A name that is not plain ASCII travels base64-wrapped (MCP 2026-07-28).
+    "wrapped-non-ascii-name": ([("Mcp-Method", "tools/call"), ("Mcp-Name", "=?base64?Y2Fmw6k=?=")], tool_call("café")),
+    "wrapped-ascii-name": ([("Mcp-Name", "=?base64?ZWNobw==?=")], tool_call("echo")),
 }
 
 
@@ -599,6 +606,9 @@ MALFORMED = {
     "method-not-a-string": '{"jsonrpc":"2.0","id":1,"method":7}',
     "batch-with-non-object": '[{"jsonrpc":"2.0","id":1,"method":"ping"},1]',
     "empty-body": "",
+    # A tool call must name its tool as a string, or its tool scopes could be skipped.
+    "tool-name-an-array": '{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":["delete_all"]}}',
+    "tool-call-without-name": '{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"arguments":{}}}',
 }
 
 

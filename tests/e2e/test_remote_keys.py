@@ -374,6 +374,13 @@ def test_requests_get_503_with_retry_after_after_the_wait_when_keys_never_load(r
             assert_keys_unavailable(reply)
             assert elapsed <= 2.5, f"503 after {elapsed:.2f}s"
 
+    # SPEC §6: a browser client can read the 503 like every other answer the filter makes.
+    reply = remote.get(token(), headers=[("Origin", "https://app.example")])
+    assert_keys_unavailable(reply)
+    assert reply.header("access-control-allow-origin") == "*", reply.describe()
+    assert "www-authenticate" in (reply.header("access-control-expose-headers") or "").lower(), reply.describe()
+    assert remote.stat("mcp_oauth_requests_denied_keys_unavailable") == 6
+
 
 # -- discovery --------------------------------------------------------------------------------
 
