@@ -59,8 +59,10 @@ fn read(path: &str) -> Result<Vec<u8>, Failure> {
     std::fs::read(path).map_err(|e| Failure::Usage(format!("cannot read {path}: {e}")))
 }
 
+/// A configuration that cannot be read is as unusable as one that does not parse: exit 1.
 fn load_config(path: &str) -> Result<Config, Failure> {
-    let text = read(path)?;
+    let text =
+        std::fs::read(path).map_err(|e| Failure::Invalid(format!("cannot read {path}: {e}")))?;
     Config::from_json(&text)
         .map_err(|e| Failure::Invalid(format!("{path}: {e} [{}]", e.kind.code())))
 }
@@ -420,6 +422,23 @@ fn install_remote(config: &Config, keys: &mut KeyRing, set: KeySet, now: u64) {
     }
 }
 
+/// A response header's name as RFC 6750 and most documentation spell it (`WWW-Authenticate`,
+/// `Content-Type`); the filter sends them in lower case, which HTTP/2 requires.
+fn display_name(name: &str) -> String {
+    if name == "www-authenticate" {
+        return "WWW-Authenticate".into();
+    }
+    name.split('-')
+        .map(|word| {
+            let mut chars = word.chars();
+            chars.next().map_or_else(String::new, |first| {
+                first.to_ascii_uppercase().to_string() + chars.as_str()
+            })
+        })
+        .collect::<Vec<_>>()
+        .join("-")
+}
+
 fn report(decision: &Decision<'_>) -> ExitCode {
     match decision {
         Decision::PassThrough => {
@@ -444,8 +463,9 @@ fn report(decision: &Decision<'_>) -> ExitCode {
                 other => other.metric().into_owned(),
             };
             println!("decision: {} ({reason})", r.status);
+            println!("  status: {}", r.status);
             for (name, value) in &r.headers {
-                println!("  {name}: {value}");
+                println!("  {}: {value}", display_name(name));
             }
             if !r.body.is_empty() {
                 println!("  body: {}", r.body);

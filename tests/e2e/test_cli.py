@@ -89,6 +89,12 @@ def test_check_names_the_field_at_fault_and_exits_1(cli, tmp_path, mutate, field
     assert field in result.stderr, result.stderr
 
 
+def test_check_exits_1_for_a_configuration_it_cannot_read(cli, tmp_path):
+    result = cli("check", str(tmp_path / "missing.json"))
+    assert result.returncode == 1, result
+    assert "missing.json" in result.stderr
+
+
 def test_check_refuses_text_that_is_not_json(cli, tmp_path):
     result = cli("check", write(tmp_path, "c.json", "{not json"))
     assert result.returncode == 1
@@ -121,7 +127,8 @@ def test_explain_denies_with_the_status_challenge_and_reason(cli, tmp_path, make
     result = cli("explain", "--config", write(tmp_path, "c.json", config()), "--token", make_token(), *args)
     assert result.returncode == 1, result.stdout
     assert f"decision: {status} ({reason})" in result.stdout
-    assert "www-authenticate: Bearer" in result.stdout
+    assert f"status: {status}" in result.stdout
+    assert "WWW-Authenticate: Bearer" in result.stdout
 
 
 def test_explain_uses_now_and_reads_the_token_from_a_file(cli, tmp_path):
