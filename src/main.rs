@@ -139,7 +139,8 @@ fn check(path: &str) -> Result<ExitCode, Failure> {
                         uri.path
                     ),
                     None => println!(
-                        "    key source:  discovered (RFC 8414, then OpenID Connect) through Envoy cluster {cluster:?}"
+                        "    key source:  discovered through Envoy cluster {cluster:?}, from the first of: {}",
+                        FetchState::discovery_urls(&i.issuer).join(", ")
                     ),
                 }
                 println!(

@@ -93,11 +93,24 @@ pub struct FetchState {
     pub last_on_demand: u64,
     /// The key set URL found by discovery.
     pub discovered_jwks_uri: Option<String>,
-    /// Discovery fell back to OpenID Connect (RFC 8414 metadata was not there).
-    pub use_openid: bool,
+    /// Which discovery document is asked for next (see [`DiscoveryStep`]).
+    pub discovery_step: DiscoveryStep,
     pub last_error: Option<String>,
     /// Identifies the key set bytes stored beside this record.
     pub digest: u64,
+}
+
+/// The discovery documents, in the order the MCP authorization specification (2026-07-28)
+/// gives clients: for issuer `https://as/t`, `https://as/.well-known/oauth-authorization-server/t`
+/// (RFC 8414 §3.1), `https://as/.well-known/openid-configuration/t`, then
+/// `https://as/t/.well-known/openid-configuration` (OpenID Connect Discovery 1.0 §4). An issuer
+/// without a path skips the middle one (it would be the same URL as the last).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub enum DiscoveryStep {
+    #[default]
+    OAuthInserted,
+    OpenIdInserted,
+    OpenIdAppended,
 }
 
 /// Why a fetch failed.
@@ -217,27 +230,53 @@ impl FetchState {
         if let Some(uri) = &self.discovered_jwks_uri {
             return Target::Jwks(uri.clone());
         }
-        let trimmed = issuer.trim_end_matches('/');
-        if self.use_openid {
-            return Target::OpenIdConfiguration(format!(
-                "{trimmed}/.well-known/openid-configuration"
-            ));
-        }
-        // RFC 8414 §3.1: the well-known suffix goes between host and path.
-        match HttpUrl::parse(issuer) {
-            Ok(url) => Target::AuthorizationServerMetadata(format!(
-                "{}/.well-known/oauth-authorization-server{}",
-                url.origin(),
-                url.path.trim_end_matches('/')
+        let appended = || {
+            let trimmed = issuer.trim_end_matches('/');
+            Target::OpenIdConfiguration(format!("{trimmed}/.well-known/openid-configuration"))
+        };
+        // Inserted: the well-known suffix goes between host and path.
+        let Ok(url) = HttpUrl::parse(issuer) else {
+            return appended();
+        };
+        let path = url.path.trim_end_matches('/');
+        match self.discovery_step {
+            DiscoveryStep::OAuthInserted => Target::AuthorizationServerMetadata(format!(
+                "{}/.well-known/oauth-authorization-server{path}",
+                url.origin()
             )),
-            Err(_) => {
-                Target::OpenIdConfiguration(format!("{trimmed}/.well-known/openid-configuration"))
+            DiscoveryStep::OpenIdInserted if !path.is_empty() => Target::OpenIdConfiguration(
+                format!("{}/.well-known/openid-configuration{path}", url.origin()),
+            ),
+            _ => appended(),
+        }
+    }
+
+    /// Every discovery document URL for `issuer`, in the order they are tried.
+    pub fn discovery_urls(issuer: &str) -> Vec<String> {
+        let mut state = FetchState::default();
+        let mut urls = vec![state.target(issuer, None).url().to_string()];
+        while let Some(step) = state.next_discovery_step(issuer) {
+            state.discovery_step = step;
+            urls.push(state.target(issuer, None).url().to_string());
+        }
+        urls
+    }
+
+    /// The discovery step after the current one for `issuer`, if any is left.
+    fn next_discovery_step(&self, issuer: &str) -> Option<DiscoveryStep> {
+        let has_path =
+            HttpUrl::parse(issuer).is_ok_and(|u| !u.path.trim_end_matches('/').is_empty());
+        match self.discovery_step {
+            DiscoveryStep::OAuthInserted if has_path => Some(DiscoveryStep::OpenIdInserted),
+            DiscoveryStep::OAuthInserted | DiscoveryStep::OpenIdInserted => {
+                Some(DiscoveryStep::OpenIdAppended)
             }
+            DiscoveryStep::OpenIdAppended => None,
         }
     }
 
     /// Reads a discovery document. `Ok(true)`: the key set URL is known, fetch it next;
-    /// `Ok(false)`: try OpenID Connect discovery next; `Err`: the fetch failed.
+    /// `Ok(false)`: try the next discovery document; `Err`: the last one failed too.
     pub fn on_discovery(
         &mut self,
         target: &Target,
@@ -251,14 +290,22 @@ impl FetchState {
                 self.discovered_jwks_uri = Some(uri);
                 Ok(true)
             }
-            (Err(_), Target::AuthorizationServerMetadata(_)) if !self.use_openid => {
-                self.use_openid = true;
-                Ok(false)
-            }
-            (Err(e), _) => {
-                // Start over from RFC 8414 next time.
-                self.use_openid = false;
-                Err(e)
+            (Err(e), target) => {
+                // Only an answer to the document this record asks for moves it on.
+                let next = (*target == self.target(issuer, None))
+                    .then(|| self.next_discovery_step(issuer))
+                    .flatten();
+                match next {
+                    Some(step) => {
+                        self.discovery_step = step;
+                        Ok(false)
+                    }
+                    None => {
+                        // Start over from RFC 8414 next time.
+                        self.discovery_step = DiscoveryStep::default();
+                        Err(e)
+                    }
+                }
             }
         }
     }
@@ -455,11 +502,51 @@ mod tests {
             s.on_discovery(&rfc, "https://as.example.com/tenant/1", 404, b""),
             Ok(false)
         );
+        let inserted = s.target("https://as.example.com/tenant/1", None);
+        assert_eq!(
+            inserted,
+            Target::OpenIdConfiguration(
+                "https://as.example.com/.well-known/openid-configuration/tenant/1".into()
+            )
+        );
+        assert_eq!(
+            s.on_discovery(&inserted, "https://as.example.com/tenant/1", 404, b""),
+            Ok(false)
+        );
         assert_eq!(
             s.target("https://as.example.com/tenant/1", None),
             Target::OpenIdConfiguration(
                 "https://as.example.com/tenant/1/.well-known/openid-configuration".into()
             )
+        );
+        // Without a path, the inserted and appended OpenID URLs are one: asked once.
+        let mut root = FetchState::default();
+        let rfc = root.target("https://as.example.com", None);
+        assert_eq!(
+            root.on_discovery(&rfc, "https://as.example.com", 404, b""),
+            Ok(false)
+        );
+        assert_eq!(
+            root.target("https://as.example.com", None).url(),
+            "https://as.example.com/.well-known/openid-configuration"
+        );
+        let last = root.target("https://as.example.com", None);
+        assert_eq!(
+            root.on_discovery(&last, "https://as.example.com", 404, b""),
+            Err(FetchError::Status(404))
+        );
+        assert_eq!(root.discovery_step, DiscoveryStep::OAuthInserted);
+        assert_eq!(
+            FetchState::discovery_urls("https://as.example.com/tenant/1"),
+            [
+                "https://as.example.com/.well-known/oauth-authorization-server/tenant/1",
+                "https://as.example.com/.well-known/openid-configuration/tenant/1",
+                "https://as.example.com/tenant/1/.well-known/openid-configuration",
+            ]
+        );
+        assert_eq!(
+            FetchState::discovery_urls("https://as.example.com").len(),
+            2
         );
         let oidc = s.target("https://as.example.com/tenant/1", None);
         let doc = br#"{"issuer":"https://as.example.com/tenant/1","jwks_uri":"https://keys.example.com/jwks"}"#;
@@ -500,7 +587,7 @@ mod tests {
         ];
         for (body, why) in cases {
             let mut s = FetchState {
-                use_openid: true,
+                discovery_step: DiscoveryStep::OpenIdAppended,
                 ..FetchState::default()
             };
             let t = s.target(issuer, None);
@@ -508,7 +595,11 @@ mod tests {
                 s.on_discovery(&t, issuer, 200, body),
                 Err(FetchError::Discovery(why))
             );
-            assert!(!s.use_openid, "starts over from RFC 8414");
+            assert_eq!(
+                s.discovery_step,
+                DiscoveryStep::OAuthInserted,
+                "starts over from RFC 8414"
+            );
         }
     }
 

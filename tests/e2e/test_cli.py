@@ -71,6 +71,12 @@ def test_check_summarizes_fetched_key_sources(cli, tmp_path):
     assert result.returncode == 0, result.stderr
     assert 'fetched from https://auth.example.com/jwks through Envoy cluster "auth"' in result.stdout
 
+    cfg = config(issuers=[{"issuer": ISSUER, "cluster": "auth"}])
+    result = cli("check", write(tmp_path, "d.json", cfg))
+    assert result.returncode == 0, result.stderr
+    assert 'discovered through Envoy cluster "auth"' in result.stdout
+    assert f"{ISSUER}/.well-known/openid-configuration" in result.stdout
+
 
 @pytest.mark.parametrize(
     "mutate, field",

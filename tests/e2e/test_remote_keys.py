@@ -24,6 +24,7 @@ TENANT = ISSUER + "/tenant"
 JWKS_PATH = "/jwks"
 JWKS_URI = "http://keys.test/jwks"
 RFC8414_PATH = "/.well-known/oauth-authorization-server/tenant"
+OIDC_INSERTED_PATH = "/.well-known/openid-configuration/tenant"
 OIDC_PATH = "/tenant/.well-known/openid-configuration"
 TENANT_JWKS_PATH = "/tenant/jwks"
 TENANT_JWKS_URI = "https://keys.example.net/tenant/jwks"
@@ -412,8 +413,19 @@ def test_discovery_falls_back_to_openid_configuration(remote, rfc8414_answer):
     remote.wait_loaded()
     assert_allowed(remote.get(token("ec-p256", issuer=TENANT)))
     log = remote.keys.log()
-    assert [s.path for s in log] == [RFC8414_PATH, OIDC_PATH, TENANT_JWKS_PATH]
-    assert [s.host for s in log] == ["auth.example.com", "auth.example.com", "keys.example.net"]
+    # The MCP authorization spec's order: RFC 8414 and OpenID with the path inserted, then
+    # OpenID with the path appended.
+    assert [s.path for s in log] == [RFC8414_PATH, OIDC_INSERTED_PATH, OIDC_PATH, TENANT_JWKS_PATH]
+    assert [s.host for s in log] == ["auth.example.com"] * 3 + ["keys.example.net"]
+
+
+def test_discovery_tries_openid_configuration_with_the_path_inserted(remote):
+    remote.keys.serve_json(OIDC_INSERTED_PATH, metadata())
+    remote.keys.serve_jwks(TENANT_JWKS_PATH, ["ec-p256"])
+    remote.start(discovery_config())
+    remote.wait_loaded()
+    assert_allowed(remote.get(token("ec-p256", issuer=TENANT)))
+    assert remote.keys.paths() == [RFC8414_PATH, OIDC_INSERTED_PATH, TENANT_JWKS_PATH]
 
 
 def test_discovery_documents_naming_another_issuer_mean_no_keys_and_503(remote):
@@ -427,7 +439,7 @@ def test_discovery_documents_naming_another_issuer_mean_no_keys_and_503(remote):
     assert 0.8 <= elapsed <= 2.5, f"503 after {elapsed:.2f}s"
     paths = remote.keys.paths()
     assert TENANT_JWKS_PATH not in paths, paths
-    assert paths[:2] == [RFC8414_PATH, OIDC_PATH], paths
+    assert paths[:3] == [RFC8414_PATH, OIDC_INSERTED_PATH, OIDC_PATH], paths
     assert remote.stat("mcp_oauth_key_fetches_failed") >= 1
     assert remote.stat("mcp_oauth_key_fetches_ok") == 0
 
