@@ -383,7 +383,10 @@ pub fn max_age(cache_control: Option<&str>) -> Option<u64> {
             return Some(0);
         }
         if name.eq_ignore_ascii_case("max-age") {
-            found = arg.and_then(|a| a.parse::<u64>().ok());
+            // RFC 9111 §1.2.2: delta-seconds too large to represent mean the largest value.
+            found = arg
+                .filter(|a| !a.is_empty() && a.bytes().all(|b| b.is_ascii_digit()))
+                .map(|a| a.parse::<u64>().unwrap_or(u64::MAX));
         }
     }
     found
@@ -640,6 +643,13 @@ mod tests {
     fn reads_max_age_from_cache_control() {
         assert_eq!(max_age(Some("public, max-age=300")), Some(300));
         assert_eq!(max_age(Some("Max-Age=\"60\"")), Some(60));
+        assert_eq!(
+            max_age(Some("max-age=99999999999999999999999")),
+            Some(u64::MAX),
+            "too large to represent: the largest value (then bounded to 24 h)"
+        );
+        assert_eq!(max_age(Some("max-age=-5")), None);
+        assert_eq!(max_age(Some("max-age=")), None);
         assert_eq!(max_age(Some("no-store")), Some(0));
         assert_eq!(max_age(Some("public")), None);
         assert_eq!(max_age(Some("max-age=abc")), None);
