@@ -11,7 +11,9 @@ rotated), and per listener the median Envoy CPU time per request and its ratio t
     .venv/bin/python bench/ab.py hot before=/tmp/before.wasm \\
         after=target/wasm32-wasip1/release/mcp_oauth_filter.wasm --rounds 7
 
-Scenarios: hot (one valid RS256 token reused), noauth (no token: 401), metadata. Build the
+Scenarios: hot (one valid RS256 token reused), cold and forged (a distinct valid token, or a
+token with a random signature, per request: each listener reads its own part of the bench's
+60k-token pools in bench/.cache, minted on first use), noauth (no token: 401), metadata. Build the
 no-op first (`make bench` does; or `cargo build --release --target wasm32-wasip1 --manifest-path
 bench/noop/Cargo.toml`). Differences under ~1 µs are within run-to-run noise on a shared
 machine: use more rounds, and repeat.
@@ -21,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import shutil
 import statistics
 import subprocess
@@ -30,7 +33,14 @@ from pathlib import Path
 import bench as b
 from harness import tokens as tk
 
-SCENARIOS = {"hot": b.PROTECTED_PATH, "noauth": b.PROTECTED_PATH, "metadata": b.METADATA_PATH}
+SCENARIOS = {
+    "hot": b.PROTECTED_PATH,
+    "cold": b.PROTECTED_PATH,
+    "forged": b.PROTECTED_PATH,
+    "noauth": b.PROTECTED_PATH,
+    "metadata": b.METADATA_PATH,
+}
+POOLED = ("cold", "forged")
 FLOOR = "noop_trim"
 
 
@@ -84,17 +94,31 @@ def main() -> int:
     names = [FLOOR, *wasms]
     path = SCENARIOS[args.scenario]
     token = tk.mint(b._claims(0, "hot"), key="rsa-a") if args.scenario == "hot" else None
+    pools: dict[str, b.Pool] = {}
+    if args.scenario in POOLED:
+        # One pool file, a separate cursor per listener, each starting at its own share, so no
+        # listener's cache sees a token twice.
+        whole = b.token_pool(args.scenario, "rsa-a", 60_000, max(1, os.cpu_count() or 1))
+        for i, n in enumerate(names):
+            pools[n] = b.Pool(whole.path)
+            pools[n].cursor = i * len(whole) // len(names)
     envoy = b.EnvoyProc(names, "ab").start()
     cpu: dict[str, list[float]] = {n: [] for n in names}
+
+    def run(n: str, seconds: int) -> float:
+        if n in pools:
+            return b.run_wrk(envoy.ports[n], path, pools[n], seconds, 4, envoy)["cpu_us"]
+        before = envoy.cpu_ns()
+        requests = wrk(envoy.ports[n], path, seconds, token)
+        return (envoy.cpu_ns() - before) / 1e3 / max(requests, 1)
+
     try:
         for n in names:  # check each answers as expected, then warm it up
             print(f"{n}: {b.probe(envoy.ports[n], path, token)}", flush=True)
-            wrk(envoy.ports[n], path, 1, token)
+            run(n, 1)
         for r in range(args.rounds):
             for n in names[r % len(names):] + names[: r % len(names)]:
-                before = envoy.cpu_ns()
-                requests = wrk(envoy.ports[n], path, args.duration, token)
-                cpu[n].append((envoy.cpu_ns() - before) / 1e3 / max(requests, 1))
+                cpu[n].append(run(n, args.duration))
     finally:
         envoy.stop()
     floor = statistics.median(cpu[FLOOR])
