@@ -219,20 +219,20 @@ impl Metrics {
         }
     }
 
+    /// The id of the counter `name`, remembered in `slot`.
+    fn slot_id(&self, slot: &Cell<Option<u32>>, name: &str) -> Option<u32> {
+        if slot.get().is_none() {
+            slot.set(self.id(name, MetricType::Counter));
+        }
+        slot.get()
+    }
+
     /// Adds `n` to the counter `name`, its id remembered in `slot`.
     fn add_cached(&self, slot: &Cell<Option<u32>>, name: &str, n: u64) {
         if n == 0 {
             return;
         }
-        let id = match slot.get() {
-            Some(id) => Some(id),
-            None => {
-                let id = self.id(name, MetricType::Counter);
-                slot.set(id);
-                id
-            }
-        };
-        if let Some(id) = id {
+        if let Some(id) = self.slot_id(slot, name) {
             let _ = hostcalls::increment_metric(id, n as i64);
         }
     }
@@ -245,15 +245,10 @@ impl Metrics {
     /// (a rate needs a first sample) and the first request defines none. Denials by other
     /// reasons appear when they first happen.
     fn define_at_zero(&self, token_cache: bool, fetches_keys: bool) {
-        let resolve = |slot: &Cell<Option<u32>>, name: &str| {
-            if slot.get().is_none() {
-                slot.set(self.id(name, MetricType::Counter));
-            }
-        };
-        resolve(&self.allowed, ALLOWED_METRIC);
+        self.slot_id(&self.allowed, ALLOWED_METRIC);
         if token_cache {
-            resolve(&self.cache_hits, "token_cache_hits");
-            resolve(&self.cache_misses, "token_cache_misses");
+            self.slot_id(&self.cache_hits, "token_cache_hits");
+            self.slot_id(&self.cache_misses, "token_cache_misses");
         }
         for outcome in [Outcome::MetadataServed, Outcome::Denied("missing_token")] {
             if let Some(id) = self.id(&outcome.metric(), MetricType::Counter) {
