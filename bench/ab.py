@@ -26,7 +26,6 @@ import json
 import os
 import shutil
 import statistics
-import subprocess
 import sys
 from pathlib import Path
 
@@ -51,17 +50,6 @@ def variant(text: str) -> tuple[str, Path]:
     if not Path(path).is_file():
         raise argparse.ArgumentTypeError(f"no such file: {path}")
     return name, Path(path)
-
-
-def wrk(port: int, path: str, seconds: int, token: str | None) -> int:
-    """Requests wrk completed in `seconds` (1 thread, 4 connections)."""
-    auth = ["-H", f"Authorization: Bearer {token}"] if token else []
-    cmd = ["wrk", "-t1", "-c4", f"-d{seconds}s", *auth, f"http://127.0.0.1:{port}{path}"]
-    out = subprocess.run(cmd, capture_output=True, text=True, timeout=seconds + 60).stdout
-    for line in out.splitlines():
-        if "requests in" in line:
-            return int(line.split()[0])
-    raise RuntimeError(f"wrk gave no result:\n{out}")
 
 
 def main() -> int:
@@ -93,9 +81,15 @@ def main() -> int:
     b.bootstrap = bootstrap
     names = [FLOOR, *wasms]
     path = SCENARIOS[args.scenario]
-    token = tk.mint(b._claims(0, "hot"), key="rsa-a") if args.scenario == "hot" else None
-    pools: dict[str, b.Pool] = {}
-    if args.scenario in POOLED:
+    pools: dict[str, b.Pool | None] = dict.fromkeys(names)
+    token = None
+    if args.scenario == "hot":
+        # One token for every request, as a one-line pool (what bench.py does).
+        hot = b.CACHE / "ab-hot.txt"
+        token = tk.mint(b._claims(0, "hot"), key="rsa-a")
+        hot.write_text(token + "\n")
+        pools = {n: b.Pool(hot) for n in names}
+    elif args.scenario in POOLED:
         # One pool file, a separate cursor per listener, each starting at its own share, so no
         # listener's cache sees a token twice.
         whole = b.token_pool(args.scenario, "rsa-a", 60_000, max(1, os.cpu_count() or 1))
@@ -106,11 +100,7 @@ def main() -> int:
     cpu: dict[str, list[float]] = {n: [] for n in names}
 
     def run(n: str, seconds: int) -> float:
-        if n in pools:
-            return b.run_wrk(envoy.ports[n], path, pools[n], seconds, 4, envoy)["cpu_us"]
-        before = envoy.cpu_ns()
-        requests = wrk(envoy.ports[n], path, seconds, token)
-        return (envoy.cpu_ns() - before) / 1e3 / max(requests, 1)
+        return b.run_wrk(envoy.ports[n], path, pools[n], seconds, 4, envoy)["cpu_us"]
 
     try:
         for n in names:  # check each answers as expected, then warm it up

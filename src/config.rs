@@ -1207,12 +1207,7 @@ pub(crate) mod tests {
             ("max_body_bytes".into(), "out_of_range")
         );
         v["max_body_bytes"] = json!(64);
-        assert_eq!(
-            Config::from_json(v.to_string().as_bytes())
-                .map(|c| c.max_body_bytes)
-                .ok(),
-            Some(64)
-        );
+        assert_eq!(compile(&v).map(|c| c.max_body_bytes).ok(), Some(64));
     }
 
     #[test]
@@ -1221,11 +1216,7 @@ pub(crate) mod tests {
             error_of(with(base_json(), "/clock_skew_seconds", json!(86_401))).1,
             "out_of_range"
         );
-        let skew = Config::from_json(
-            with(base_json(), "/clock_skew_seconds", json!(3600))
-                .to_string()
-                .as_bytes(),
-        );
+        let skew = compile(&with(base_json(), "/clock_skew_seconds", json!(3600)));
         assert_eq!(skew.map(|c| c.clock_skew).ok(), Some(3600));
         let mut v = base_json();
         v["max_token_bytes"] = json!(0);
@@ -1240,12 +1231,7 @@ pub(crate) mod tests {
         );
         // Small limits are an operator's choice (and how tests reach "too large" cheaply).
         v["max_token_bytes"] = json!(100);
-        assert_eq!(
-            Config::from_json(v.to_string().as_bytes())
-                .map(|c| c.max_token_bytes)
-                .ok(),
-            Some(100)
-        );
+        assert_eq!(compile(&v).map(|c| c.max_token_bytes).ok(), Some(100));
         let mut v = base_json();
         v["token_cache_size"] = json!(100_001);
         assert_eq!(error_of(v), ("token_cache_size".into(), "out_of_range"));

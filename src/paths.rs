@@ -259,35 +259,29 @@ mod tests {
 
     #[test]
     fn reads_paths_as_a_partly_normalizing_upstream_would() {
-        assert_eq!(
-            partial_readings("/%6Dcp/../x"),
-            ["/mcp/../x", "/mcp/../x", "/x", "/x"]
-        );
-        assert_eq!(
-            partial_readings("/mcp\\..\\x"),
-            ["/mcp/../x", "/mcp/../x", "/x", "/x"]
-        );
-        assert_eq!(
-            partial_readings("/%6Dcp//..//x"),
-            ["/mcp//..//x", "/mcp/../x", "/mcp//x", "/x"]
-        );
-        assert_eq!(
-            partial_readings("//%6Dcp"),
-            ["//mcp", "/mcp", "//mcp", "/mcp"]
-        );
-        assert_eq!(
-            partial_readings("/a//../b"),
-            ["/a//../b", "/a/../b", "/a/b", "/b"]
-        );
-        assert_eq!(
-            partial_readings("/mcp;jsessionid=1/x;v=2"),
-            [
+        // (path, [escapes decoded, + slashes merged, dots removed only, parameters dropped])
+        let table = [
+            ("/%6Dcp/../x", ["/mcp/../x", "/mcp/../x", "/x", "/x"]),
+            ("/mcp\\..\\x", ["/mcp/../x", "/mcp/../x", "/x", "/x"]),
+            (
+                "/%6Dcp//..//x",
+                ["/mcp//..//x", "/mcp/../x", "/mcp//x", "/x"],
+            ),
+            ("//%6Dcp", ["//mcp", "/mcp", "//mcp", "/mcp"]),
+            ("/a//../b", ["/a//../b", "/a/../b", "/a/b", "/b"]),
+            (
                 "/mcp;jsessionid=1/x;v=2",
-                "/mcp;jsessionid=1/x;v=2",
-                "/mcp;jsessionid=1/x;v=2",
-                "/mcp/x"
-            ]
-        );
+                [
+                    "/mcp;jsessionid=1/x;v=2",
+                    "/mcp;jsessionid=1/x;v=2",
+                    "/mcp;jsessionid=1/x;v=2",
+                    "/mcp/x",
+                ],
+            ),
+        ];
+        for (path, want) in table {
+            assert_eq!(partial_readings(path), want, "{path}");
+        }
     }
 
     #[test]
