@@ -4,6 +4,7 @@
 
 use crate::cache::TokenCache;
 use crate::config::{Config, IssuerId, KeySource};
+use crate::hostsig::HostVerify;
 use crate::keys::KeySet;
 use crate::remote::{FetchPolicy, FetchState};
 use crate::verify::KeyStore;
@@ -20,6 +21,8 @@ pub struct KeyRing {
     slots: Vec<Slot>,
     /// Tokens verified with these keys; pruned when a key leaves its set.
     cache: TokenCache,
+    /// The host's signature check, when the glue found one.
+    host: Option<Box<dyn HostVerify>>,
 }
 
 impl KeyRing {
@@ -41,7 +44,13 @@ impl KeyRing {
         KeyRing {
             slots,
             cache: TokenCache::new(config.token_cache_size),
+            host: None,
         }
+    }
+
+    /// Hands signature checks the host can do to `host` (the rest stay in the VM).
+    pub fn use_host(&mut self, host: Box<dyn HostVerify>) {
+        self.host = Some(host);
     }
 
     /// Installs a fetched key set and the record that describes it.
@@ -90,6 +99,10 @@ impl KeyStore for KeyRing {
 
     fn cache(&self) -> Option<&TokenCache> {
         Some(&self.cache)
+    }
+
+    fn host(&self) -> Option<&dyn HostVerify> {
+        self.host.as_deref()
     }
 
     fn refetch_allowed(&self, issuer: IssuerId, now: u64) -> bool {

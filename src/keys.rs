@@ -71,6 +71,9 @@ pub struct VerifyingKey {
     pub material: KeyMaterial,
     /// Identifies the material: tokens verified by a key that leaves the set are forgotten.
     pub fingerprint: u64,
+    /// The key as a DER SubjectPublicKeyInfo for the host's signature check; empty when the
+    /// host is never asked about it (see `hostsig`).
+    pub public_key_der: Vec<u8>,
 }
 
 impl VerifyingKey {
@@ -268,7 +271,7 @@ fn read_jwk(value: &Value) -> Result<VerifyingKey, JwkOutcome> {
                     "RSA modulus of {bits} bits (2048 to 8192 accepted)"
                 )));
             }
-            if e.is_empty() || e.len() > 4 || e.last().is_some_and(|b| b & 1 == 0) {
+            if e.is_empty() || e.len() > 4 || e.last().is_some_and(|b| b & 1 == 0) || e == [1] {
                 return Err(JwkOutcome::Invalid {
                     member: "e",
                     reason: "is not a usable RSA exponent".into(),
@@ -330,11 +333,13 @@ fn read_jwk(value: &Value) -> Result<VerifyingKey, JwkOutcome> {
         });
     }
     let fingerprint = material.fingerprint();
+    let public_key_der = crate::hostsig::public_key_der(&material).unwrap_or_default();
     Ok(VerifyingKey {
         kid,
         alg,
         material,
         fingerprint,
+        public_key_der,
     })
 }
 
@@ -560,6 +565,8 @@ pub(crate) mod tests {
         private["d"] = json!("AAAA");
         let mut no_exponent = fixture("rsa-a.jwk.json");
         no_exponent["e"] = json!("");
+        let mut exponent_one = fixture("rsa-a.jwk.json");
+        exponent_one["e"] = json!("AQ"); // s^1 = s: anyone could sign
         let mut wrong_alg = fixture("ec-p256.jwk.json");
         wrong_alg["alg"] = json!("RS256");
         let cases = [
@@ -568,6 +575,7 @@ pub(crate) mod tests {
             (json!({"n": "AQAB"}), "kty"),
             (short_x, "x"),
             (no_exponent, "e"),
+            (exponent_one, "e"),
             (private, "d"),
             (wrong_alg, "alg"),
         ];

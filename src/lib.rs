@@ -13,6 +13,7 @@ pub mod config;
 pub mod cors;
 pub mod decide;
 pub mod extract;
+pub mod hostsig;
 pub mod json;
 pub mod keyring;
 pub mod keys;

@@ -9,6 +9,7 @@
 use crate::alg::Alg;
 use crate::cache::TokenCache;
 use crate::config::{Config, IssuerId, ProtectedResource};
+use crate::hostsig::{self, HostVerify};
 use crate::json::{b64url_decode, decode_object, SegmentError};
 use crate::keys::{KeySet, SelectError};
 use crate::scopes;
@@ -142,6 +143,11 @@ pub trait KeyStore {
     fn cache(&self) -> Option<&TokenCache> {
         None
     }
+
+    /// The host's native signature check, if it offers one (see `hostsig`).
+    fn host(&self) -> Option<&dyn HostVerify> {
+        None
+    }
 }
 
 fn segment_error(part: &'static str, e: SegmentError) -> AuthError {
@@ -253,7 +259,7 @@ pub fn verify(
     })?;
     let sig = b64url_decode(s64).ok_or(AuthError::Malformed("signature is not base64url"))?;
     let signed = &token.as_bytes()[..h64.len() + 1 + p64.len()];
-    if sig.is_empty() || !key.verify(alg, signed, &sig) {
+    if sig.is_empty() || !hostsig::check(key, alg, signed, &sig, keys.host()).0 {
         return Err(AuthError::BadSignature);
     }
     let signed = Rc::new(Signed {
