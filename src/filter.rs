@@ -7,13 +7,14 @@ use crate::config::{Config, IssuerId, KeySource};
 use crate::decide::{
     self, decide, decide_body, Allow, BodyCheck, Decision, Outcome, Request, ALLOWED_METRIC,
 };
+use crate::hostsig::{self, HostVerify};
 use crate::keyring::KeyRing;
 use crate::remote::{self, FetchError, FetchPolicy, FetchState, Target, Why};
 use crate::url::HttpUrl;
 use crate::verify::KeyStore;
 use proxy_wasm::hostcalls;
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
-use proxy_wasm::types::{Action, BufferType, ContextType, MapType, MetricType};
+use proxy_wasm::types::{Action, BufferType, ContextType, MapType, MetricType, Status};
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
 use std::rc::Rc;
@@ -1044,6 +1045,49 @@ fn remote_issuers(config: &Config) -> Vec<RemoteIssuer> {
         .collect()
 }
 
+/// Envoy's `verify_signature` foreign function, which checks signatures in BoringSSL (see
+/// `hostsig`). Asked until the host says it has no such function. Answers are counted in
+/// `signature_checks_host`, defined at the first one, so a host without the function (or a
+/// configuration whose keys never go to it) shows no such counter.
+#[derive(Default)]
+struct HostSignatures {
+    missing: Cell<bool>,
+    answered: Cell<Option<u32>>,
+}
+
+impl HostVerify for HostSignatures {
+    fn call(&self, request: &[u8]) -> Option<Vec<u8>> {
+        if self.missing.get() {
+            return None;
+        }
+        match hostcalls::call_foreign_function(hostsig::FUNCTION, Some(request)) {
+            Ok(answer) => {
+                if self.answered.get().is_none() {
+                    let name = format!("{METRIC_PREFIX}signature_checks_host");
+                    self.answered
+                        .set(hostcalls::define_metric(MetricType::Counter, &name).ok());
+                }
+                if let Some(id) = self.answered.get() {
+                    let _ = hostcalls::increment_metric(id, 1);
+                }
+                Some(answer.unwrap_or_default())
+            }
+            Err(Status::NotFound) => {
+                self.missing.set(true);
+                log::info!(
+                    "mcp-oauth-filter: the host has no {} function: signatures are checked in wasm",
+                    hostsig::FUNCTION
+                );
+                None
+            }
+            Err(status) => {
+                log::debug!("mcp-oauth-filter: host signature check refused: {status:?}");
+                None
+            }
+        }
+    }
+}
+
 impl RootContext for Root {
     fn on_configure(&mut self, _plugin_configuration_size: usize) -> bool {
         follow_host_log_level();
@@ -1066,9 +1110,11 @@ impl RootContext for Root {
             config.resources.len(),
             config.issuers.len()
         );
+        let mut keys = KeyRing::new(&config);
+        keys.use_host(Box::<HostSignatures>::default());
         let shared = Shared {
             root_context_id: self.context_id,
-            keys: RefCell::new(KeyRing::new(&config)),
+            keys: RefCell::new(keys),
             remotes: remote_issuers(&config),
             config,
             metrics: Metrics::default(),

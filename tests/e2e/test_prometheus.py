@@ -145,6 +145,9 @@ def test_prometheus_names_and_exact_counts_inline_keys(inline_envoy, upstream):
         requests_denied_insufficient_scope=1,
         token_cache_hits=1,
         token_cache_misses=10,
+        # the two allowed misses, the forged signature and the insufficient scope: Envoy checked
+        # their RS256/ES256 signatures (defined at the first, see test_host_signatures.py)
+        signature_checks_host=4,
     )
     # The real names: no envoy_ prefix, no wasmcustom namespace; Envoy's own wasm stats keep theirs.
     assert not [n for n in scraped if n.startswith("envoy_mcp_oauth") or "wasmcustom" in n]
@@ -191,6 +194,7 @@ def test_prometheus_key_fetch_counters_and_keys_in_use_gauge_remote_keys(upstrea
                     metadata_served=1,
                     token_cache_hits=1,
                     token_cache_misses=2,
+                    signature_checks_host=2,
                 ),
                 "mcp_oauth_keys_in_use": ("gauge", 2),
             }
