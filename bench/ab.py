@@ -98,9 +98,12 @@ def main() -> int:
             pools[n].cursor = i * len(whole) // len(names)
     envoy = b.EnvoyProc(names, "ab").start()
     cpu: dict[str, list[float]] = {n: [] for n in names}
+    non2xx: dict[str, int] = dict.fromkeys(names, 0)
 
     def run(n: str, seconds: int) -> float:
-        return b.run_wrk(envoy.ports[n], path, pools[n], seconds, 4, envoy)["cpu_us"]
+        out = b.run_wrk(envoy.ports[n], path, pools[n], seconds, 4, envoy)
+        non2xx[n] += out["errors_status"]
+        return out["cpu_us"]
 
     try:
         for n in names:  # check each answers as expected, then warm it up
@@ -116,7 +119,8 @@ def main() -> int:
     for n in names:
         m = statistics.median(cpu[n])
         runs = ", ".join(f"{x:.1f}" for x in cpu[n])
-        print(f"{n:>12}  {m:6.2f} µs  {m - floor:+6.2f} over the floor  floor/this {floor / m:.3f}  [{runs}]")
+        print(f"{n:>12}  {m:6.2f} µs  {m - floor:+6.2f} over the floor  floor/this {floor / m:.3f}  "
+              f"non-2xx {non2xx[n]}  [{runs}]")
     return 0
 
 
