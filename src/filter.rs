@@ -57,6 +57,39 @@ mod host {
             headers_size: usize,
             grpc_status: i32,
         ) -> u32;
+        fn proxy_call_foreign_function(
+            name_data: *const u8,
+            name_size: usize,
+            args_data: *const u8,
+            args_size: usize,
+            return_data: *mut *mut u8,
+            return_size: *mut usize,
+        ) -> u32;
+    }
+
+    /// Calls the host's foreign function `name`: its answer, or the status it failed with.
+    pub fn call_foreign(name: &str, args: &[u8]) -> Result<Vec<u8>, u32> {
+        let mut data: *mut u8 = std::ptr::null_mut();
+        let mut size: usize = 0;
+        // SAFETY: pointers and lengths of live slices, which the host copies; on success it
+        // wrote a buffer allocated with this module's allocator, of `size` bytes, now ours.
+        unsafe {
+            let status = proxy_call_foreign_function(
+                name.as_ptr(),
+                name.len(),
+                args.as_ptr(),
+                args.len(),
+                &mut data,
+                &mut size,
+            );
+            if status != 0 {
+                return Err(status);
+            }
+            if data.is_null() {
+                return Ok(Vec::new());
+            }
+            Ok(Vec::from_raw_parts(data, size, size))
+        }
     }
 
     pub fn set_request_header(name: &str, value: &str) {
@@ -1060,7 +1093,7 @@ impl HostVerify for HostSignatures {
         if self.missing.get() {
             return None;
         }
-        match hostcalls::call_foreign_function(hostsig::FUNCTION, Some(request)) {
+        match host::call_foreign(hostsig::FUNCTION, request) {
             Ok(answer) => {
                 if self.answered.get().is_none() {
                     let name = format!("{METRIC_PREFIX}signature_checks_host");
@@ -1070,9 +1103,9 @@ impl HostVerify for HostSignatures {
                 if let Some(id) = self.answered.get() {
                     let _ = hostcalls::increment_metric(id, 1);
                 }
-                Some(answer.unwrap_or_default())
+                Some(answer)
             }
-            Err(Status::NotFound) => {
+            Err(status) if status == Status::NotFound as u32 => {
                 self.missing.set(true);
                 log::info!(
                     "mcp-oauth-filter: the host has no {} function: signatures are checked in wasm",
@@ -1081,7 +1114,7 @@ impl HostVerify for HostSignatures {
                 None
             }
             Err(status) => {
-                log::debug!("mcp-oauth-filter: host signature check refused: {status:?}");
+                log::debug!("mcp-oauth-filter: host signature check refused (status {status})");
                 None
             }
         }
