@@ -13,7 +13,7 @@ rotated), and per listener the median Envoy CPU time per request and its ratio t
 
 Scenarios: hot (one valid RS256 token reused), cold and forged (a distinct valid token, or a
 token with a random signature, per request: each listener reads its own part of the bench's
-60k-token pools in bench/.cache, minted on first use), noauth (no token: 401), metadata. Build the
+200k-token pools in bench/.cache, minted on first use), noauth (no token: 401), metadata. Build the
 no-op first (`make bench` does; or `cargo build --release --target wasm32-wasip1 --manifest-path
 bench/noop/Cargo.toml`). Differences under ~1 µs are within run-to-run noise on a shared
 machine: use more rounds, and repeat.
@@ -92,7 +92,7 @@ def main() -> int:
     elif args.scenario in POOLED:
         # One pool file, a separate cursor per listener, each starting at its own share, so no
         # listener's cache sees a token twice.
-        whole = b.token_pool(args.scenario, "rsa-a", 60_000, max(1, os.cpu_count() or 1))
+        whole = b.token_pool(args.scenario, "rsa-a", 200_000, max(1, os.cpu_count() or 1))
         for i, n in enumerate(names):
             pools[n] = b.Pool(whole.path)
             pools[n].cursor = i * len(whole) // len(names)

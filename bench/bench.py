@@ -756,7 +756,7 @@ def main() -> int:
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--duration", type=float, default=2.0, help="seconds per wrk run (whole seconds)")
     ap.add_argument("--connections", type=int, default=4)
-    ap.add_argument("--cold-tokens", type=int, default=60_000, help="distinct RS256 tokens in the cold pool (minted once, cached)")
+    ap.add_argument("--cold-tokens", type=int, default=200_000, help="distinct RS256 tokens in the cold pool (minted once, cached)")
     ap.add_argument("--mem-tokens", type=int, default=1_000_000, help="distinct tokens for the memory check (target)")
     ap.add_argument("--mem-seconds", type=float, default=120, help="time budget for sending them")
     ap.add_argument("--mem-key", default="ed25519", help="fixture key for the memory-check tokens (fast to mint)")
