@@ -95,7 +95,7 @@ pub fn public_key_der(material: &KeyMaterial) -> Option<Vec<u8>> {
 
 /// A JWS ECDSA signature (`r || s`, RFC 7518 §3.4) as the DER `Ecdsa-Sig-Value` BoringSSL
 /// reads (RFC 3279 §2.2.3). `None` when it is not exactly two `width`-byte integers.
-fn ecdsa_der(sig: &[u8], width: usize) -> Option<Vec<u8>> {
+pub fn ecdsa_der(sig: &[u8], width: usize) -> Option<Vec<u8>> {
     if sig.len() != 2 * width {
         return None;
     }

