@@ -58,6 +58,8 @@ def main() -> int:
     ap.add_argument("variants", nargs="+", type=variant, metavar="NAME=PATH.wasm")
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--duration", type=int, default=2, help="seconds per wrk run")
+    ap.add_argument("--key", default="rsa-a", choices=sorted(tk.DEFAULT_ALG),
+                    help="fixture key that signs the cold/forged pools (default rsa-a: RS256)")
     args = ap.parse_args()
     if not b.NOOP_WASM.exists():
         print(f"missing {b.NOOP_WASM}: build bench/noop first", file=sys.stderr)
@@ -92,7 +94,7 @@ def main() -> int:
     elif args.scenario in POOLED:
         # One pool file, a separate cursor per listener, each starting at its own share, so no
         # listener's cache sees a token twice.
-        whole = b.token_pool(args.scenario, "rsa-a", 200_000, max(1, os.cpu_count() or 1))
+        whole = b.token_pool(args.scenario, args.key, 200_000, max(1, os.cpu_count() or 1))
         for i, n in enumerate(names):
             pools[n] = b.Pool(whole.path)
             pools[n].cursor = i * len(whole) // len(names)

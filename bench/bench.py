@@ -106,14 +106,16 @@ def _claims(i: int, prefix: str) -> dict:
 
 def _mint_chunk(job: tuple[str, str, int, int]) -> list[str]:
     kind, key, start, stop = job
+    alg = tk.DEFAULT_ALG[key]
+    sig_len = len(tk.sign(alg, key, b"length")) if kind == "forged" else 0
     out = []
     for i in range(start, stop):
         if kind == "forged":
             # Valid-looking: right header, right claims, a signature of the right length that is
             # random bytes (so distinct, and never valid).
-            head = tk.b64url(tk.compact_json({"alg": "RS256", "typ": "JWT", "kid": key}))
+            head = tk.b64url(tk.compact_json({"alg": alg, "typ": "JWT", "kid": key}))
             body = tk.b64url(tk.compact_json(_claims(i, "forged")))
-            out.append(f"{head}.{body}.{tk.b64url(os.urandom(256))}")
+            out.append(f"{head}.{body}.{tk.b64url(os.urandom(sig_len))}")
         else:
             out.append(tk.mint(_claims(i, kind), key=key))
     return out
@@ -758,7 +760,7 @@ def main() -> int:
     ap.add_argument("--connections", type=int, default=4)
     ap.add_argument("--cold-tokens", type=int, default=200_000, help="distinct RS256 tokens in the cold pool (minted once, cached)")
     ap.add_argument("--mem-tokens", type=int, default=1_000_000, help="distinct tokens for the memory check (target)")
-    ap.add_argument("--mem-seconds", type=float, default=120, help="time budget for sending them")
+    ap.add_argument("--mem-seconds", type=float, default=300, help="time budget for sending them")
     ap.add_argument("--mem-key", default="ed25519", help="fixture key for the memory-check tokens (fast to mint)")
     ap.add_argument("--no-memcheck", action="store_true")
     ap.add_argument("--only-memcheck", action="store_true", help="skip the throughput rounds")
