@@ -15,6 +15,7 @@ use der::asn1::{AnyRef, BitStringRef, Null, ObjectIdentifier, SequenceOf, UintRe
 use der::Encode;
 use prost::Message;
 use spki::{AlgorithmIdentifierRef, SubjectPublicKeyInfoRef};
+use std::borrow::Cow;
 
 /// The name Envoy registers its function under.
 pub const FUNCTION: &str = "verify_signature";
@@ -60,26 +61,17 @@ const SECP384R1: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.3.132.0.34")
 /// The key as a DER SubjectPublicKeyInfo (RFC 5280 §4.1.2.7, RFC 3279 §2.3), built once when
 /// the key is read; `None` for keys the host is never asked about (Ed25519).
 pub fn public_key_der(material: &KeyMaterial) -> Option<Vec<u8>> {
-    let (oid, parameters, rsa_key);
-    let key: &[u8] = match material {
+    let (oid, parameters, key): (_, _, Cow<'_, [u8]>) = match material {
         KeyMaterial::Rsa { n, e } => {
-            rsa_key = pkcs1::RsaPublicKey {
+            let rsa_key = pkcs1::RsaPublicKey {
                 modulus: UintRef::new(n).ok()?,
                 public_exponent: UintRef::new(e).ok()?,
-            }
-            .to_der()
-            .ok()?;
-            (oid, parameters) = (RSA_ENCRYPTION, AnyRef::from(Null));
-            &rsa_key
-        }
-        KeyMaterial::P256(point) | KeyMaterial::P384(point) => {
-            let curve = match material {
-                KeyMaterial::P256(_) => &SECP256R1,
-                _ => &SECP384R1,
             };
-            (oid, parameters) = (EC_PUBLIC_KEY, AnyRef::from(curve));
-            point
+            let rsa_key = rsa_key.to_der().ok()?;
+            (RSA_ENCRYPTION, AnyRef::from(Null), Cow::Owned(rsa_key))
         }
+        KeyMaterial::P256(point) => (EC_PUBLIC_KEY, AnyRef::from(&SECP256R1), point.into()),
+        KeyMaterial::P384(point) => (EC_PUBLIC_KEY, AnyRef::from(&SECP384R1), point.into()),
         KeyMaterial::Ed25519(_) => return None,
     };
     SubjectPublicKeyInfoRef {
@@ -87,7 +79,7 @@ pub fn public_key_der(material: &KeyMaterial) -> Option<Vec<u8>> {
             oid,
             parameters: Some(parameters),
         },
-        subject_public_key: BitStringRef::from_bytes(key).ok()?,
+        subject_public_key: BitStringRef::from_bytes(&key).ok()?,
     }
     .to_der()
     .ok()
@@ -112,13 +104,18 @@ pub fn request(key: &VerifyingKey, alg: Alg, text: &[u8], sig: &[u8]) -> Option<
     if key.public_key_der.is_empty() || !key.accepts(alg) {
         return None;
     }
-    let (hash, signature) = match alg {
-        Alg::Rs256 => ("sha256", sig.to_vec()),
-        Alg::Rs384 => ("sha384", sig.to_vec()),
-        Alg::Rs512 => ("sha512", sig.to_vec()),
-        Alg::Es256 => ("sha256", ecdsa_der(sig, 32)?),
-        Alg::Es384 => ("sha384", ecdsa_der(sig, 48)?),
+    // ECDSA signatures go as DER, of the curve's width; PKCS#1 ones as they are.
+    let (hash, ecdsa_width) = match alg {
+        Alg::Rs256 => ("sha256", None),
+        Alg::Rs384 => ("sha384", None),
+        Alg::Rs512 => ("sha512", None),
+        Alg::Es256 => ("sha256", Some(32)),
+        Alg::Es384 => ("sha384", Some(48)),
         Alg::Ps256 | Alg::Ps384 | Alg::Ps512 | Alg::EdDsa => return None,
+    };
+    let signature = match ecdsa_width {
+        Some(width) => ecdsa_der(sig, width)?,
+        None => sig.to_vec(),
     };
     Some(
         VerifySignatureArguments {
