@@ -13,7 +13,8 @@ rotated), and per listener the median Envoy CPU time per request and its ratio t
 
 Scenarios: hot (one valid RS256 token reused), cold and forged (a distinct valid token, or a
 token with a random signature, per request: each listener reads its own part of the bench's
-200k-token pools in bench/.cache, minted on first use), noauth (no token: 401), metadata. Build the
+200k-token pools in bench/.cache, minted on first use), noauth (no token: 401), metadata. For
+noauth and metadata the local-reply floor (`reply`: reads `:path`, sends ours' answer) runs too. Build the
 no-op first (`make bench` does; or `cargo build --release --target wasm32-wasip1 --manifest-path
 bench/noop/Cargo.toml`). Differences under ~1 µs are within run-to-run noise on a shared
 machine: use more rounds, and repeat.
@@ -41,12 +42,13 @@ SCENARIOS = {
 }
 POOLED = ("cold", "forged")
 FLOOR = "noop_trim"
+REPLY = "reply"
 
 
 def variant(text: str) -> tuple[str, Path]:
     name, sep, path = text.partition("=")
-    if not sep or not name.isidentifier() or name == FLOOR:
-        raise argparse.ArgumentTypeError(f"expected NAME=PATH.wasm (NAME a word, not {FLOOR}), got {text!r}")
+    if not sep or not name.isidentifier() or name in (FLOOR, REPLY):
+        raise argparse.ArgumentTypeError(f"expected NAME=PATH.wasm (NAME a word, not {FLOOR} or {REPLY}), got {text!r}")
     if not Path(path).is_file():
         raise argparse.ArgumentTypeError(f"no such file: {path}")
     return name, Path(path)
@@ -75,13 +77,16 @@ def main() -> int:
     wasms = dict(args.variants)
     config = json.dumps(b.plugin_config(tk.fixture_jwks()))
 
-    def bootstrap(_variants: list[str]) -> dict:
+    def bootstrap(variants: list[str]) -> dict:
         listeners = [b._listener(FLOOR, [b._wasm_filter("bench_noop_trim", b.NOOP_TRIM_WASM, "")])]
+        if REPLY in variants:
+            listeners.append(b._listener(REPLY, [b._wasm_filter("bench_reply", b.NOOP_TRIM_WASM, b.reply_rules())]))
         listeners += [b._listener(n, [b._wasm_filter(f"ab_{n}", p, config)]) for n, p in wasms.items()]
         return {"admin": {"address": b._addr(0)}, "static_resources": {"listeners": listeners}}
 
     b.bootstrap = bootstrap
-    names = [FLOOR, *wasms]
+    # Where ours answers itself, the local-reply floor (bench.py's `reply`) is measured too.
+    names = [FLOOR, *([REPLY] if args.scenario in ("noauth", "metadata") else []), *wasms]
     path = SCENARIOS[args.scenario]
     pools: dict[str, b.Pool | None] = dict.fromkeys(names)
     token = None

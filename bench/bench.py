@@ -5,13 +5,15 @@ with the same direct-response route (200 "ok"). Reports numbers; asserts nothing
 
 Variants (listeners):  none | noop (bench/noop, the floor of any wasm filter) | noop_trim (the same
 module with its exports trimmed like ours, see tools/trim_exports.py; hot, noauth and metadata
-only) | jwt (jwt_authn, default config) | jwt_cache (jwt_authn + jwt_cache_config) | ours (the
-filter under test).
+only) | reply (the same trimmed module given our 401 and metadata responses: reads `:path` and
+sends the matching one, the least any filter that answers a request itself costs; noauth and
+metadata only) | jwt (jwt_authn, default config) | jwt_cache (jwt_authn + jwt_cache_config) |
+ours (the filter under test).
 
 Scenarios: hot (one valid RS256 token reused), cold (a distinct valid RS256 token per request),
 forged (distinct tokens with random signatures), noauth (no Authorization header: 401 from
-ours and jwt_authn, 200 from none/noop), metadata (GET /.well-known/oauth-protected-resource/mcp;
-ours answers it, none/noop answer "ok"). Rounds are interleaved (round r runs every scenario on
+ours, reply and jwt_authn, 200 from none/noop), metadata (GET /.well-known/oauth-protected-resource/mcp;
+ours and reply answer it, none/noop answer "ok"). Rounds are interleaved (round r runs every scenario on
 every variant, variant order rotated), and every number reported is a median over rounds, so
 load from other processes on the machine hits all variants alike: read the ratios, not the
 absolute numbers.
@@ -63,25 +65,28 @@ PROTECTED_PATH = "/mcp"
 METADATA_PATH = "/.well-known/oauth-protected-resource/mcp"
 TOKEN_LIFETIME = 30 * 24 * 3600  # pools are reused across runs while they stay valid
 
-VARIANTS = ["none", "noop", "noop_trim", "jwt", "jwt_cache", "ours"]
+VARIANTS = ["none", "noop", "noop_trim", "reply", "jwt", "jwt_cache", "ours"]
 FLOORS = ["none", "noop", "noop_trim"]
 LABELS = {
     "none": "no filter",
     "noop": "no-op wasm",
     "noop_trim": "no-op wasm, trimmed exports",
+    "reply": "local-reply wasm floor",
     "jwt": "jwt_authn",
     "jwt_cache": "jwt_authn+cache",
     "ours": "mcp-oauth-filter",
 }
 # scenario -> (variants it runs on, token pool, path, expected status per variant)
 SCENARIOS = {
-    "hot": (VARIANTS, "hot", PROTECTED_PATH, {v: 200 for v in VARIANTS}),
-    "cold": ([v for v in VARIANTS if v != "noop_trim"], "cold", PROTECTED_PATH, {v: 200 for v in VARIANTS}),
-    "forged": ([v for v in VARIANTS if v != "noop_trim"], "forged", PROTECTED_PATH,
+    "hot": ([v for v in VARIANTS if v != "reply"], "hot", PROTECTED_PATH, {v: 200 for v in VARIANTS}),
+    "cold": ([v for v in VARIANTS if v not in ("noop_trim", "reply")], "cold", PROTECTED_PATH,
+             {v: 200 for v in VARIANTS}),
+    "forged": ([v for v in VARIANTS if v not in ("noop_trim", "reply")], "forged", PROTECTED_PATH,
                {"none": 200, "noop": 200, "jwt": 401, "jwt_cache": 401, "ours": 401}),
     "noauth": (VARIANTS, None, PROTECTED_PATH,
-               {"none": 200, "noop": 200, "noop_trim": 200, "jwt": 401, "jwt_cache": 401, "ours": 401}),
-    "metadata": (FLOORS + ["ours"], None, METADATA_PATH, {"none": 200, "noop": 200, "noop_trim": 200, "ours": 200}),
+               {"none": 200, "noop": 200, "noop_trim": 200, "reply": 401, "jwt": 401, "jwt_cache": 401, "ours": 401}),
+    "metadata": (FLOORS + ["reply", "ours"], None, METADATA_PATH,
+                 {"none": 200, "noop": 200, "noop_trim": 200, "reply": 200, "ours": 200}),
 }
 
 
@@ -204,6 +209,28 @@ def _wasm_filter(name: str, wasm: Path, config: str) -> dict:
     }
 
 
+# What ours answers in the noauth and metadata scenarios (checked against ours before the
+# bench measures, see `same_answers`): the local-reply floor sends exactly these.
+REPLIES = [
+    (METADATA_PATH, 200,
+     json.dumps({"resource": RESOURCE, "authorization_servers": [ISSUER],
+                 "scopes_supported": ["mcp:read", "mcp:write"], "bearer_methods_supported": ["header"]},
+                separators=(",", ":")),
+     [("content-type", "application/json"), ("cache-control", "public, max-age=3600"),
+      ("access-control-allow-origin", "*")]),
+    ("/", 401, '{"error":"invalid_token","error_description":"bearer token required"}',
+     [("content-type", "application/json"),
+      ("www-authenticate", f'Bearer resource_metadata="https://mcp.example.com{METADATA_PATH}", scope="mcp:read"'),
+      ("cache-control", "no-store")]),
+]
+
+
+def reply_rules() -> str:
+    """REPLIES in bench/noop's rule format: one line per rule, tab-separated fields."""
+    return "\n".join("\t".join([prefix, str(status), body] + [f"{n}: {v}" for n, v in headers])
+                     for prefix, status, body, headers in REPLIES)
+
+
 def _jwt_filter(jwks: dict, cached: bool) -> dict:
     provider = {
         "issuer": ISSUER,
@@ -268,6 +295,7 @@ def bootstrap(variants: list[str]) -> dict:
         "none": [],
         "noop": [_wasm_filter("bench_noop", NOOP_WASM, "")],
         "noop_trim": [_wasm_filter("bench_noop_trim", NOOP_TRIM_WASM, "")],
+        "reply": [_wasm_filter("bench_reply", NOOP_TRIM_WASM, reply_rules())],
         "jwt": [_jwt_filter(jwks, cached=False)],
         "jwt_cache": [_jwt_filter(jwks, cached=True)],
         "ours": [_wasm_filter("mcp_oauth", OURS_WASM, ours)],
@@ -398,14 +426,30 @@ class EnvoyProc:
 
 
 def probe(port: int, path: str, token: str | None) -> int:
+    return answer(port, path, token)[0]
+
+
+def answer(port: int, path: str, token: str | None = None) -> tuple[int, list[tuple[str, str]], bytes]:
+    """Status, headers (without the ones Envoy adds: date, server) and body of one request."""
     req = urllib.request.Request(f"http://127.0.0.1:{port}{path}")
     if token:
         req.add_header("Authorization", f"Bearer {token}")
     try:
         with urllib.request.urlopen(req, timeout=5) as r:
-            return r.status
+            status, headers, body = r.status, r.headers.items(), r.read()
     except urllib.error.HTTPError as e:
-        return e.code
+        status, headers, body = e.code, e.headers.items(), e.read()
+    return status, [(n.lower(), v) for n, v in headers if n.lower() not in ("date", "server")], body
+
+
+def same_answers(ports: dict[str, int]) -> list[str]:
+    """Where the local-reply floor does not answer exactly as ours (a stale REPLIES)."""
+    problems = []
+    for path in (PROTECTED_PATH, METADATA_PATH):
+        ours, floor = answer(ports["ours"], path), answer(ports["reply"], path)
+        if ours != floor:
+            problems.append(f"{path}: ours {ours!r} != local-reply floor {floor!r}")
+    return problems
 
 
 # -------------------------------------------------------------------------------------- wrk
@@ -467,7 +511,7 @@ def summarize(raw: dict) -> dict:
 
 
 TARGETS = [
-    # (scenario, reference variant, target, stretch, label)
+    # (scenario, reference variant, target, stretch, label[, measured variant: ours if absent])
     ("hot", "noop", 0.95, None, "hot ÷ no-op floor"),
     ("hot", "noop_trim", None, None, "hot ÷ no-op, trimmed exports"),
     ("hot", "jwt", 1.5, None, "hot ÷ jwt_authn"),
@@ -480,9 +524,14 @@ TARGETS = [
     ("forged", "noop", None, None, "forged ÷ no-op floor"),
     ("noauth", "noop", 0.95, None, "401 ÷ no-op floor"),
     ("noauth", "noop_trim", None, None, "401 ÷ no-op, trimmed exports"),
+    ("noauth", "reply", None, None, "401 ÷ local-reply wasm floor"),
     ("noauth", "jwt", None, None, "401 ÷ jwt_authn"),
     ("metadata", "noop", 0.95, None, "metadata ÷ no-op floor"),
     ("metadata", "noop_trim", None, None, "metadata ÷ no-op, trimmed exports"),
+    ("metadata", "reply", None, None, "metadata ÷ local-reply wasm floor"),
+    # Where the floor itself stands: the least a 401 or metadata answer from wasm costs.
+    ("noauth", "noop", None, None, "local-reply floor's 401 ÷ no-op floor", "reply"),
+    ("metadata", "noop", None, None, "local-reply floor's metadata ÷ no-op floor", "reply"),
 ]
 
 
@@ -491,10 +540,11 @@ def ratios(raw: dict) -> list[dict]:
     same machine load); then the median over rounds. Two measures: requests/s, and Envoy CPU
     per request (reference ÷ ours, so > 1 means ours is cheaper), the robust one on a busy box."""
     rows = []
-    for scen, ref, target, stretch, label in TARGETS:
-        if scen not in raw or not raw[scen].get("ours") or not raw[scen].get(ref):
+    for scen, ref, target, stretch, label, *measured in TARGETS:
+        subject = measured[0] if measured else "ours"
+        if scen not in raw or not raw[scen].get(subject) or not raw[scen].get(ref):
             continue
-        pairs = list(zip(raw[scen]["ours"], raw[scen][ref]))
+        pairs = list(zip(raw[scen][subject], raw[scen][ref]))
         r = median([o["rps"] / f["rps"] for o, f in pairs])
         c = median([f["cpu_us"] / o["cpu_us"] for o, f in pairs if o.get("cpu_us") and f.get("cpu_us")])
 
@@ -527,7 +577,8 @@ def render_markdown(meta: dict, summary: dict, ratio_rows: list[dict], memory: d
     L.append("Median over rounds of the per-round ratio. **req/s**: ours' requests/s ÷ the reference's "
              "(the targets' definition). **CPU**: the reference's Envoy CPU time per request ÷ ours "
              "(same direction: > 1× means ours is cheaper); it barely depends on what else runs on the "
-             "machine, so trust it when the two disagree on a busy machine.\n")
+             "machine, so trust it when the two disagree on a busy machine. The last two rows measure the "
+             "local-reply floor, not ours: where the least any wasm answer costs stands against the no-op.\n")
     L.append("| ratio | req/s | result | CPU/request | result | target |")
     L.append("|---|---:|---|---:|---|---:|")
     for r in ratio_rows:
@@ -606,7 +657,13 @@ def render_markdown(meta: dict, summary: dict, ratio_rows: list[dict], memory: d
         "check scopes (ours requires `mcp:read`), and with the `requires` rule it also answers 401 to a "
         "request without a token (\"Jwt is missing\"), without the MCP `resource_metadata` challenge.\n"
         "- `none`/`noop` answer 200 to every scenario (they check nothing): they are floors, the cost of the "
-        "request itself and of entering a wasm VM.\n"
+        "request itself and of entering a wasm VM. In the 401 and metadata scenarios the no-op's one header "
+        "read finds nothing (no `authorization`), so nothing is copied into the VM: a floor below any filter "
+        "that must read the path.\n"
+        "- `local-reply wasm floor` is the trimmed no-op module configured with ours' two answers: it reads "
+        "`:path` and sends the matching one (checked byte for byte against ours before measuring), and "
+        "decides nothing. It is the least any proxy-wasm filter that answers a request itself costs; ours "
+        "÷ it is the price of ours' deciding.\n"
         "- Ours is built with `make build`, which trims the module's exports to the proxy-wasm callbacks it "
         "implements (`tools/trim_exports.py`): Envoy then skips the VM entries for response headers, "
         "response body, on_log and on_done that the SDK's default exports cost every request. The no-op "
@@ -630,10 +687,10 @@ def render_chart(summary: dict, ratio_rows: list[dict], path: Path) -> bool:
         log("matplotlib not installed: no chart")
         return False
     scens = list(summary)
-    colors = {"none": "#bbbbbb", "noop": "#7f7f7f", "noop_trim": "#c7b299", "jwt": "#1f77b4",
-              "jwt_cache": "#9ecae1", "ours": "#d62728"}
+    colors = {"none": "#bbbbbb", "noop": "#7f7f7f", "noop_trim": "#c7b299", "reply": "#8c564b",
+              "jwt": "#1f77b4", "jwt_cache": "#9ecae1", "ours": "#d62728"}
     fig, (ax1, ax3, ax2) = plt.subplots(1, 3, figsize=(19, 6), gridspec_kw={"width_ratios": [3, 3, 2.4]})
-    width = 0.14
+    width = 0.12
     for ax, key, title, ylabel in (
         (ax1, "rps", "Throughput (higher is better)", "requests/s (median, 1 Envoy worker)"),
         (ax3, "cpu_us", "Envoy CPU per request (lower is better)", "µs of Envoy CPU / request (median)"),
@@ -844,6 +901,8 @@ def main() -> int:
                 got = probe(envoy.ports[v], path, token)
                 if got != expect[v]:
                     log(f"WARNING: {scen} on {v} answered {got}, expected {expect[v]}")
+        for problem in same_answers(envoy.ports):
+            log(f"WARNING: {problem}")
         # Warm-up: let V8 tier up the wasm code and every path get hot (hot, forged, 401, metadata).
         log("warm-up ...")
         for v in VARIANTS:
