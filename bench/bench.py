@@ -220,7 +220,7 @@ REPLIES = [
       ("access-control-allow-origin", "*")]),
     ("/", 401, '{"error":"invalid_token","error_description":"bearer token required"}',
      [("content-type", "application/json"),
-      ("www-authenticate", f'Bearer resource_metadata="https://mcp.example.com{METADATA_PATH}", scope="mcp:read"'),
+      ("www-authenticate", f'Bearer resource_metadata="{RESOURCE.removesuffix(PROTECTED_PATH)}{METADATA_PATH}", scope="mcp:read"'),
       ("cache-control", "no-store")]),
 ]
 

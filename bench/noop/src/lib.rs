@@ -10,7 +10,6 @@
 //! A rule is one line of tab-separated fields: a path prefix, the status, the body, then one
 //! `name: value` field per response header.
 
-use proxy_wasm::hostcalls;
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
 use proxy_wasm::types::{Action, ContextType, LogLevel};
 use std::rc::Rc;
@@ -60,14 +59,7 @@ impl Context for Root {}
 
 impl RootContext for Root {
     fn on_configure(&mut self, _plugin_configuration_size: usize) -> bool {
-        let config = hostcalls::get_buffer(
-            proxy_wasm::types::BufferType::PluginConfiguration,
-            0,
-            usize::MAX,
-        )
-        .ok()
-        .flatten()
-        .unwrap_or_default();
+        let config = self.get_plugin_configuration().unwrap_or_default();
         self.replies = Rc::new(parse_rules(&String::from_utf8_lossy(&config)));
         true
     }
