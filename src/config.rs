@@ -27,28 +27,47 @@ pub const DEFAULT_TOKEN_CACHE_SIZE: usize = 4096;
 pub const DEFAULT_MAX_BODY_BYTES: usize = 1024 * 1024;
 pub const MIN_MAX_BODY_BYTES: usize = 1;
 pub const MAX_MAX_BODY_BYTES: usize = 64 * 1024 * 1024;
+pub const DEFAULT_BODY_WAIT_MS: u64 = 10_000;
+pub const MAX_BODY_WAIT_MS: u64 = 600_000;
 /// Tables are allocated at full size per worker (about 100 bytes an entry): 100k is ~10 MB.
 pub const MAX_TOKEN_CACHE_SIZE: usize = 100_000;
 
+/// The plugin configuration as written (README, "Configuration"). Unknown fields are errors.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawConfig {
+    /// What is protected; at least one. Required.
     pub resources: Vec<RawResource>,
+    /// Whose tokens are trusted, with which keys; at least one. Required.
     pub issuers: Vec<RawIssuer>,
+    /// Leeway for `exp` and `nbf`, 0 to 86400. Default 60.
     #[serde(default = "default_clock_skew")]
     pub clock_skew_seconds: u64,
+    /// Larger tokens are refused unparsed, 1 to 1048576. Default 8192.
     #[serde(default = "default_max_token_bytes")]
     pub max_token_bytes: usize,
+    /// Keep `Authorization` for the upstream. Default false (removed).
     #[serde(default)]
     pub forward_authorization: bool,
+    /// Header name → claim name, copied from a valid token. Default `{}`.
     #[serde(default)]
     pub claims_to_headers: BTreeMap<String, String>,
+    /// Entries of the per-worker verified-token cache, 0 to 100000 (0: off). Default 4096.
     #[serde(default = "default_token_cache_size")]
     pub token_cache_size: usize,
+    /// Scope → scopes it implies, applied transitively. Default `{}`.
     #[serde(default)]
     pub scope_implies: BTreeMap<String, Vec<String>>,
+    /// Largest JSON-RPC body inspected, 1 to 67108864. Default 1048576.
     #[serde(default = "default_max_body_bytes")]
     pub max_body_bytes: usize,
+    /// Hold a request's headers until its body is decided (needs Envoy's
+    /// `allow_on_headers_stop_iteration`); false lets them go first. Default true.
+    #[serde(default = "default_true")]
+    pub hold_headers_for_body: bool,
+    /// How long a body to be inspected may take to arrive whole, 1 to 600000. Default 10000.
+    #[serde(default = "default_body_wait_ms")]
+    pub body_wait_ms: u64,
 }
 
 fn default_clock_skew() -> u64 {
@@ -67,37 +86,64 @@ fn default_token_cache_size() -> usize {
     DEFAULT_TOKEN_CACHE_SIZE
 }
 
+fn default_true() -> bool {
+    true
+}
+
+fn default_body_wait_ms() -> u64 {
+    DEFAULT_BODY_WAIT_MS
+}
+
+/// One protected resource as written.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawResource {
+    /// The canonical resource URI, exactly as clients use it. Required.
     pub resource: String,
+    /// Issuers whose tokens are accepted, emitted verbatim in the metadata; at least one.
     pub authorization_servers: Vec<String>,
+    /// Advertised in the metadata. Default `[]`.
     #[serde(default)]
     pub scopes_supported: Vec<String>,
+    /// Every protected request needs all of them. Default `[]`.
     #[serde(default)]
     pub required_scopes: Vec<String>,
+    /// Extra `aud` values accepted besides `resource`. Default `[]`.
     #[serde(default)]
     pub audiences: Vec<String>,
+    /// In the metadata. Default absent.
     pub resource_name: Option<String>,
+    /// In the metadata. Default absent.
     pub resource_documentation: Option<String>,
+    /// Tool name → scopes a `tools/call` of it needs. Default `{}`.
     #[serde(default)]
     pub tool_scopes: BTreeMap<String, Vec<String>>,
+    /// JSON-RPC method → scopes it needs. Default `{}`.
     #[serde(default)]
     pub method_scopes: BTreeMap<String, Vec<String>>,
 }
 
+/// One trusted issuer as written.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawIssuer {
+    /// Compared with a token's `iss` byte for byte. Required.
     pub issuer: String,
+    /// Inline RFC 7517 key set. Default absent.
     pub jwks: Option<Value>,
+    /// Where keys are fetched, through `cluster`. Default absent.
     pub jwks_uri: Option<String>,
+    /// The Envoy cluster keys are fetched through (alone: discovery). Default absent.
     pub cluster: Option<String>,
+    /// Allow-list. Default RS256/384/512, PS256/384/512, ES256/384, EdDSA.
     pub algorithms: Option<Vec<String>>,
-    /// Fetched keys only (SPEC §7 tunables).
+    /// Fetched keys: lifetime without `max-age`, 60 to 86400. Default 900.
     pub jwks_cache_seconds: Option<u64>,
+    /// Fetched keys: least time between unknown-`kid` refetches, 1 to 3600. Default 30.
     pub jwks_refetch_interval_seconds: Option<u64>,
+    /// Fetched keys: timeout of each fetch, 100 to 60000. Default 5000.
     pub jwks_fetch_timeout_ms: Option<u64>,
+    /// Fetched keys: wait for the first key set before a 503, 0 to 60000. Default 5000.
     pub jwks_wait_ms: Option<u64>,
 }
 
@@ -131,6 +177,8 @@ pub enum ConfigErrorKind {
     ReservedHeader(String),
     InvalidText,
     ScopeCycle(String),
+    /// The resource's path differs only in case from this other resource's.
+    PathCase(String),
 }
 
 impl ConfigErrorKind {
@@ -154,6 +202,7 @@ impl ConfigErrorKind {
             ConfigErrorKind::ReservedHeader(_) => "reserved_header",
             ConfigErrorKind::InvalidText => "invalid_text",
             ConfigErrorKind::ScopeCycle(_) => "scope_cycle",
+            ConfigErrorKind::PathCase(_) => "path_case",
         }
     }
 }
@@ -202,6 +251,10 @@ impl fmt::Display for ConfigError {
             ConfigErrorKind::ScopeCycle(cycle) => {
                 write!(f, "scope hierarchy has a cycle: {cycle}")
             }
+            ConfigErrorKind::PathCase(other) => write!(
+                f,
+                "path differs only in case from {other}'s (upstreams that route case-insensitively would send both to one handler)"
+            ),
         }
     }
 }
@@ -284,6 +337,9 @@ pub struct Config {
     /// `scope_implies`, closed transitively.
     pub implications: Implications,
     pub max_body_bytes: usize,
+    /// Hold headers until the body is decided (else they go upstream first).
+    pub hold_headers_for_body: bool,
+    pub body_wait_ms: u64,
     /// Things worth a log line that do not make the configuration invalid.
     pub warnings: Vec<String>,
 }
@@ -330,6 +386,7 @@ impl Config {
             MIN_MAX_BODY_BYTES as u64,
             MAX_MAX_BODY_BYTES as u64,
         )?;
+        in_range("body_wait_ms", raw.body_wait_ms, 1, MAX_BODY_WAIT_MS)?;
         let implications = compile_implications(&raw.scope_implies)?;
         if raw.issuers.is_empty() {
             return Err(err("issuers", ConfigErrorKind::Empty));
@@ -365,6 +422,17 @@ impl Config {
                     ConfigErrorKind::Duplicate(resource.resource),
                 ));
             }
+            // Upstreams that route case-insensitively would send both to one handler, and
+            // the filter protects case variants of each path: the two would overlap.
+            if let Some(other) = resources.iter().position(|o| {
+                o.path_prefix != resource.path_prefix
+                    && o.path_prefix.eq_ignore_ascii_case(&resource.path_prefix)
+            }) {
+                return Err(err(
+                    format!("{path}.resource"),
+                    ConfigErrorKind::PathCase(format!("resources[{other}]")),
+                ));
+            }
             resources.push(resource);
         }
         for (id, issuer) in issuers.iter().enumerate() {
@@ -386,74 +454,10 @@ impl Config {
             claim_headers,
             implications,
             max_body_bytes: raw.max_body_bytes,
+            hold_headers_for_body: raw.hold_headers_for_body,
+            body_wait_ms: raw.body_wait_ms,
             warnings,
         })
-    }
-
-    /// The resource protecting `path` (already normalized, no query). The longest prefix wins;
-    /// among resources sharing that path, the one whose host and port equal `authority`, else
-    /// the first configured (so the request is still challenged, never let through).
-    pub fn resource_for_path(&self, path: &str, authority: &str) -> Option<&ProtectedResource> {
-        let longest = self
-            .resources
-            .iter()
-            .filter(|r| paths::is_under(path, &r.path_prefix))
-            .map(|r| r.path_prefix.len())
-            .max()?;
-        pick_by_authority(
-            self.resources.iter().filter(|r| {
-                r.path_prefix.len() == longest && paths::is_under(path, &r.path_prefix)
-            }),
-            authority,
-            true,
-        )
-    }
-
-    /// What a request for a metadata path gets: the resource whose metadata path it is, or
-    /// for the root well-known path, the one resource it unambiguously means (SPEC §4).
-    /// `None` for a path that is not a metadata path; `Some(None)` for "metadata path, but
-    /// no document" (404).
-    pub fn metadata_for_path(
-        &self,
-        path: &str,
-        authority: &str,
-    ) -> Option<Option<&ProtectedResource>> {
-        if !path.starts_with(metadata::WELL_KNOWN) {
-            return None;
-        }
-        // Several resources share a path on different hosts: the document is the one for the
-        // request's host, and none (404) when the host names none of them or several.
-        let exact = self.resources.iter().filter(|r| r.metadata_path == path);
-        let mut count = exact.clone();
-        match (count.next(), count.next()) {
-            (Some(only), None) => return Some(Some(only)),
-            (Some(_), Some(_)) => return Some(pick_by_authority(exact, authority, false)),
-            (None, _) => {}
-        }
-        if path != metadata::WELL_KNOWN {
-            return None;
-        }
-        if let [only] = self.resources.as_slice() {
-            return Some(Some(only));
-        }
-        Some(pick_by_authority(self.resources.iter(), authority, false))
-    }
-}
-
-/// Picks the resource whose URL names `authority`: if exactly one does, it; otherwise the
-/// first candidate when `fallback_first`, else none.
-fn pick_by_authority<'a>(
-    candidates: impl Iterator<Item = &'a ProtectedResource> + Clone,
-    authority: &str,
-    fallback_first: bool,
-) -> Option<&'a ProtectedResource> {
-    let mut matching = candidates
-        .clone()
-        .filter(|r| r.url.matches_authority(authority));
-    match (matching.next(), matching.next()) {
-        (Some(one), None) => Some(one),
-        _ if fallback_first => candidates.into_iter().next(),
-        _ => None,
     }
 }
 
@@ -917,6 +921,8 @@ pub(crate) mod tests {
         assert_eq!(c.max_token_bytes, 8192);
         assert!(!c.forward_authorization);
         assert_eq!(c.token_cache_size, 4096);
+        assert!(c.hold_headers_for_body);
+        assert_eq!(c.body_wait_ms, 10_000);
         assert_eq!(
             c.claim_headers,
             vec![("x-mcp-subject".to_string(), "sub".to_string())]
@@ -1256,79 +1262,34 @@ pub(crate) mod tests {
     }
 
     #[test]
-    fn matches_paths_to_resources_by_longest_prefix_then_authority() {
+    fn refuses_resource_paths_that_differ_only_in_case() {
         let mut v = base_json();
-        v["resources"][1]["resource"] = json!("https://other.example.com/mcp");
-        v["resources"].as_array_mut().unwrap().push(json!({
-            "resource": "https://mcp.example.com/mcp/admin",
-            "authorization_servers": ["https://auth.example.com"]
-        }));
-        let c = compile(&v).unwrap();
-        let pick = |path, authority| {
-            c.resource_for_path(path, authority)
-                .map(|r| r.resource.as_str())
-        };
+        v["resources"][1]["resource"] = json!("https://other.example.com/MCP");
+        let e = compile(&v).unwrap_err();
         assert_eq!(
-            pick("/mcp", "mcp.example.com"),
-            Some("https://mcp.example.com/mcp")
+            (e.path.as_str(), e.kind.code()),
+            ("resources[1].resource", "path_case")
         );
-        assert_eq!(
-            pick("/mcp/x", "other.example.com"),
-            Some("https://other.example.com/mcp")
-        );
-        assert_eq!(
-            pick("/mcp", "unknown.example.com"),
-            Some("https://mcp.example.com/mcp")
-        );
-        assert_eq!(
-            pick("/mcp/admin/x", "other.example.com"),
-            Some("https://mcp.example.com/mcp/admin")
-        );
-        assert_eq!(pick("/mcpx", "mcp.example.com"), None);
-        let doc = |authority| {
-            c.metadata_for_path("/.well-known/oauth-protected-resource/mcp", authority)
-                .map(|found| found.map(|r| r.resource.as_str()))
-        };
-        assert_eq!(
-            doc("other.example.com"),
-            Some(Some("https://other.example.com/mcp"))
-        );
-        assert_eq!(
-            doc("mcp.example.com:443"),
-            Some(Some("https://mcp.example.com/mcp"))
-        );
-        assert_eq!(doc("unknown.example.com"), Some(None), "ambiguous: 404");
+        assert!(e.to_string().contains("resources[0]"), "{e}");
+        // Nested paths in another case are distinct resources.
+        v["resources"][1]["resource"] = json!("https://other.example.com/MCP/admin");
+        assert!(compile(&v).is_ok());
     }
 
     #[test]
-    fn answers_the_root_metadata_path_only_when_unambiguous() {
-        let c = base();
-        let doc = |path, authority| {
-            c.metadata_for_path(path, authority)
-                .map(|found| found.map(|r| r.resource.as_str()))
-        };
-        let root = "/.well-known/oauth-protected-resource";
-        assert_eq!(
-            doc(root, "mcp.example.com"),
-            Some(Some("https://mcp.example.com/mcp"))
-        );
-        assert_eq!(
-            doc(root, "other.example.com:443"),
-            Some(Some("https://other.example.com/tools"))
-        );
-        assert_eq!(doc(root, "127.0.0.1:8000"), Some(None));
-        assert_eq!(
-            doc("/.well-known/oauth-protected-resource/tools", "x"),
-            Some(Some("https://other.example.com/tools"))
-        );
-        assert_eq!(doc("/.well-known/oauth-protected-resource/nope", "x"), None);
-        assert_eq!(doc("/mcp", "x"), None);
-        let mut single = base_json();
-        single["resources"].as_array_mut().unwrap().pop();
-        let single = compile(&single).unwrap();
-        assert!(matches!(
-            single.metadata_for_path(root, "anything"),
-            Some(Some(_))
-        ));
+    fn body_hold_settings_are_a_bool_and_a_bounded_wait() {
+        let mut v = base_json();
+        v["hold_headers_for_body"] = json!(false);
+        v["body_wait_ms"] = json!(250);
+        let c = compile(&v).unwrap();
+        assert!(!c.hold_headers_for_body);
+        assert_eq!(c.body_wait_ms, 250);
+        v["body_wait_ms"] = json!(0);
+        assert_eq!(error_of(v.clone()), ("body_wait_ms".into(), "out_of_range"));
+        v["body_wait_ms"] = json!(600_001);
+        assert_eq!(error_of(v.clone()), ("body_wait_ms".into(), "out_of_range"));
+        v["body_wait_ms"] = json!(1);
+        v["hold_headers_for_body"] = json!("yes");
+        assert_eq!(error_of(v), ("hold_headers_for_body".into(), "syntax"));
     }
 }

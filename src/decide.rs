@@ -1,14 +1,18 @@
-//! The one seam per request: a view of the request in, a decision out (SPEC §3-§6). The glue
-//! gathers the view, calls [`decide`], and applies the result; nothing here calls the host.
+//! The one seam per request: a view of the request in, a decision out (README, "What the
+//! filter answers"; RFC 6750, RFC 9728, MCP authorization 2026-07-28). The glue gathers the
+//! view, calls [`decide`] (and [`decide_body`] once a body is read), and applies the result;
+//! nothing here calls the host.
 
-use crate::challenge::{error_body, ErrorCode};
+use crate::challenge::ErrorCode;
 use crate::config::{Config, IssuerId, ProtectedResource};
 use crate::cors;
 use crate::extract::{self, Credential};
 use crate::mcp;
-use crate::paths::{self, Normalized};
+use crate::paths;
+use crate::reason::Reason;
+use crate::response::{self, Response};
+use crate::route::{self, Route};
 use crate::verify::{self, AuthError, KeyStore, VerifiedToken};
-use std::borrow::Cow;
 
 /// What the filter needs to know about a request.
 #[derive(Debug, Clone, Default)]
@@ -21,20 +25,13 @@ pub struct Request<'a> {
     pub authorization: Vec<&'a str>,
     pub origin: Option<&'a str>,
     pub access_control_request_method: Option<&'a str>,
-    pub mcp_method: Option<&'a str>,
-    pub mcp_name: Option<&'a str>,
+    /// Every `Mcp-Method` value, in order (a repeated header has several).
+    pub mcp_method: Vec<&'a str>,
+    /// Every `Mcp-Name` value, in order.
+    pub mcp_name: Vec<&'a str>,
     pub content_length: Option<&'a str>,
-}
-
-/// A response the filter makes itself.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Response<'c> {
-    pub status: u16,
-    pub headers: Vec<(&'static str, Cow<'c, str>)>,
-    pub body: Cow<'c, str>,
-    pub outcome: Outcome,
-    /// Tools whose scopes the token lacked (for per-tool counters).
-    pub denied_tools: Vec<String>,
+    /// Whether a body follows the headers (the headers did not end the stream).
+    pub has_body: bool,
 }
 
 /// Forward to the upstream, with these header edits.
@@ -63,43 +60,19 @@ pub enum Decision<'c> {
     /// yet, or (`refetch`) the token's `kid` is unknown and a refetch is allowed.
     WaitForKeys {
         issuer: IssuerId,
+        /// Index of the resource in `Config::resources`.
+        resource: usize,
         refetch: bool,
     },
 }
 
-/// A valid token on a request whose body decides (SPEC §9).
+/// A valid token on a request whose body decides (MCP-aware authorization).
 #[derive(Debug, Clone, PartialEq)]
 pub struct BodyCheck {
     /// Index of the resource in `Config::resources`.
     pub resource: usize,
     pub token: VerifiedToken,
 }
-
-/// What happened, for counters and logs.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Outcome {
-    MetadataServed,
-    MetadataNotFound,
-    MethodNotAllowed,
-    Preflight,
-    /// Denied, with the reason's stable code.
-    Denied(&'static str),
-}
-
-impl Outcome {
-    /// The counter this outcome increments (SPEC §8), without the `mcp_oauth_` prefix.
-    pub fn metric(&self) -> Cow<'static, str> {
-        match self {
-            Outcome::MetadataServed => "metadata_served".into(),
-            Outcome::MetadataNotFound => "metadata_not_found".into(),
-            Outcome::MethodNotAllowed => "method_not_allowed".into(),
-            Outcome::Preflight => "preflight_answered".into(),
-            Outcome::Denied(code) => format!("requests_denied_{code}").into(),
-        }
-    }
-}
-
-pub const ALLOWED_METRIC: &str = "requests_allowed";
 
 /// Decides what to do with a request at `now` (seconds since the epoch).
 pub fn decide<'c>(
@@ -109,108 +82,113 @@ pub fn decide<'c>(
     now: u64,
 ) -> Decision<'c> {
     let (raw_path, query) = paths::split_query(req.path);
-    let normalized = paths::normalize(raw_path);
-    let ambiguous = matches!(normalized, Normalized::Ambiguous(_));
-    let preflight = cors::is_preflight(req.method, req.origin, req.access_control_request_method);
-
-    if !ambiguous {
-        if let Some(found) = config.metadata_for_path(normalized.as_str(), req.authority) {
-            return Decision::Respond(metadata_response(found, req, preflight));
+    let resource = match route::route(config, raw_path, req.authority) {
+        Route::Outside => return Decision::PassThrough,
+        Route::Misdirected => return Decision::Respond(response::misdirected(req.origin)),
+        _ if cors::is_preflight(req.method, req.origin, req.access_control_request_method) => {
+            return Decision::Respond(response::preflight())
         }
-    }
-    // Fail closed: a path that is protected however an upstream reads it is protected, and
-    // one that different upstreams would read as different resources is refused.
-    let (resource, split) = match normalized {
-        Normalized::Plain(path) => (config.resource_for_path(path, req.authority), false),
-        _ => {
-            let readings = paths::partial_readings(raw_path);
-            let mut found = [normalized.as_str(), raw_path]
-                .into_iter()
-                .chain(readings.iter().map(String::as_str))
-                .filter_map(|reading| config.resource_for_path(reading, req.authority));
-            let first = found.next();
-            let split = first.is_some_and(|f| found.any(|r| !std::ptr::eq(f, r)));
-            (first, split)
+        Route::Metadata(found) => {
+            return Decision::Respond(response::metadata(found, req.method, req.origin))
         }
+        Route::BadPath(resource, description) => {
+            return Decision::Respond(response::denial(
+                resource,
+                req.origin,
+                ErrorCode::InvalidRequest,
+                Reason::BadPath,
+                description,
+                &[],
+            ))
+        }
+        Route::Protected(resource) => resource,
     };
-    let Some(resource) = resource else {
-        return Decision::PassThrough;
-    };
-    if preflight {
-        return Decision::Respond(preflight_response());
-    }
     let deny = |code, reason, description: &str| {
-        Decision::Respond(denial(resource, req, code, reason, description, &[]))
+        Decision::Respond(response::denial(
+            resource,
+            req.origin,
+            code,
+            reason,
+            description,
+            &[],
+        ))
     };
-    if ambiguous {
-        return deny(
-            ErrorCode::InvalidRequest,
-            "bad_path",
-            "request path is not normalized (encoded slash, backslash or escaped escape)",
-        );
-    }
-    if split {
-        return deny(
-            ErrorCode::InvalidRequest,
-            "bad_path",
-            "request path reads as more than one protected resource",
-        );
-    }
     let token = match extract::extract(&req.authorization, query) {
-        Credential::Missing => return Decision::Respond(missing_token(resource, req)),
+        Credential::Missing => {
+            return Decision::Respond(response::missing_token(resource, req.origin))
+        }
         Credential::Invalid(description) => {
-            return deny(ErrorCode::InvalidRequest, "invalid_request", description)
+            return deny(
+                ErrorCode::InvalidRequest,
+                Reason::InvalidRequest,
+                description,
+            )
         }
         Credential::Bearer(token) => token,
     };
     if token.len() > config.max_token_bytes {
         let e = AuthError::TooLarge;
-        return deny(ErrorCode::InvalidToken, e.code(), e.description());
+        return deny(ErrorCode::InvalidToken, e.reason(), e.description());
     }
+    let index = resource_index(config, resource);
     let verified = match verify::verify(token, resource, config, keys, now) {
         Ok(v) => v,
         Err(AuthError::KeysPending(issuer)) => {
             return Decision::WaitForKeys {
                 issuer,
+                resource: index,
                 refetch: false,
             }
         }
         Err(AuthError::UnknownKid(issuer)) if keys.refetch_allowed(issuer, now) => {
             return Decision::WaitForKeys {
                 issuer,
+                resource: index,
                 refetch: true,
             }
         }
-        Err(AuthError::Syntax(description)) => {
-            return deny(ErrorCode::InvalidRequest, "invalid_request", description)
+        Err(e @ AuthError::Syntax(description)) => {
+            return deny(ErrorCode::InvalidRequest, e.reason(), description)
         }
-        Err(e) => return deny(ErrorCode::InvalidToken, e.code(), e.description()),
+        Err(e) => return deny(ErrorCode::InvalidToken, e.reason(), e.description()),
     };
-    authorize(config, resource, req, verified)
+    authorize(config, resource, index, req, verified)
 }
 
-/// The scope check and the header edits for a verified token. A POST to a resource with
-/// per-tool or per-method scopes first needs its body: the scope check then covers the whole
-/// operation at once (one challenge with every scope it needs).
+fn resource_index(config: &Config, resource: &ProtectedResource) -> usize {
+    config
+        .resources
+        .iter()
+        .position(|r| std::ptr::eq(r, resource))
+        .unwrap_or_default()
+}
+
+/// Whether the request's body must be read before it is decided: on a resource with
+/// per-tool or per-method scopes, every request with a body, whatever its method or its
+/// spelling (`pOST`: ASP.NET routes methods case-insensitively), and a POST without one (an
+/// empty body is not JSON-RPC).
+fn body_decides(resource: &ProtectedResource, req: &Request<'_>) -> bool {
+    resource.inspects_body() && (req.has_body || req.method.eq_ignore_ascii_case("POST"))
+}
+
+/// The scope check and the header edits for a verified token. A request whose body decides
+/// first needs its body: the scope check then covers the whole operation at once (one
+/// challenge with every scope it needs).
 fn authorize<'c>(
     config: &'c Config,
     resource: &'c ProtectedResource,
+    index: usize,
     req: &Request<'_>,
     token: VerifiedToken,
 ) -> Decision<'c> {
-    if resource.inspects_body() && req.method == "POST" {
+    if body_decides(resource, req) {
         // Refuse a body announced too large before any of it is buffered.
         let announced = req
             .content_length
             .and_then(|l| l.trim().parse::<u64>().ok());
         if announced.is_some_and(|l| l > config.max_body_bytes as u64) {
-            return Decision::Respond(body_too_large(config, req));
+            return Decision::Respond(response::body_too_large(config, req.origin));
         }
-        let index = config
-            .resources
-            .iter()
-            .position(|r| std::ptr::eq(r, resource))
-            .unwrap_or_default();
         let edits = allow(config, resource, &token);
         return Decision::ReadBody {
             check: BodyCheck {
@@ -243,11 +221,11 @@ fn check_scopes_then_allow<'c>(
         .collect();
     if !lacking.is_empty() {
         let description = format!("insufficient scope: requires {}", lacking.join(" "));
-        let mut response = denial(
+        let mut response = response::denial(
             resource,
-            req,
+            req.origin,
             ErrorCode::InsufficientScope,
-            "insufficient_scope",
+            Reason::InsufficientScope,
             &description,
             needed,
         );
@@ -286,9 +264,9 @@ fn allow<'c>(
     }
 }
 
-/// Decides a request whose body was read (SPEC §9): the JSON-RPC calls it makes must agree
-/// with `Mcp-Method`/`Mcp-Name`, and the token must hold every scope they need (required,
-/// per method and per tool; a batch needs the union).
+/// Decides a request whose body was read (MCP-aware authorization): the JSON-RPC calls it
+/// makes must agree with every `Mcp-Method`/`Mcp-Name` value, and the token must hold every
+/// scope they need (required, per method and per tool; a batch needs the union).
 pub fn decide_body<'c>(
     config: &'c Config,
     check: &BodyCheck,
@@ -299,18 +277,18 @@ pub fn decide_body<'c>(
         return Decision::PassThrough;
     };
     let calls = match mcp::calls(body)
-        .and_then(|calls| mcp::check_headers(&calls, req.mcp_method, req.mcp_name).map(|_| calls))
+        .and_then(|calls| mcp::check_headers(&calls, &req.mcp_method, &req.mcp_name).map(|_| calls))
     {
         Ok(calls) => calls,
         Err(e) => {
             let reason = if e == mcp::BodyError::HeaderMismatch {
-                "mcp_header_mismatch"
+                Reason::McpHeaderMismatch
             } else {
-                "invalid_body"
+                Reason::InvalidBody
             };
-            return Decision::Respond(denial(
+            return Decision::Respond(response::denial(
                 resource,
-                req,
+                req.origin,
                 ErrorCode::InvalidRequest,
                 reason,
                 e.description(),
@@ -340,148 +318,12 @@ pub fn decide_body<'c>(
     check_scopes_then_allow(config, resource, req, &check.token, &needed, &tools)
 }
 
-/// A body over `max_body_bytes`: refused rather than let through unchecked.
-pub fn body_too_large<'c>(config: &'c Config, req: &Request<'_>) -> Response<'c> {
-    let description = format!("request body larger than {} bytes", config.max_body_bytes);
-    let headers = json_headers(vec![("cache-control", "no-store".into())]);
-    Response {
-        status: 413,
-        headers: with_cors(headers, req),
-        body: error_body(ErrorCode::InvalidRequest.as_str(), &description).into(),
-        outcome: Outcome::Denied("body_too_large"),
-        denied_tools: Vec::new(),
-    }
-}
-
-/// A request held for its issuer's first key set (or a refetch) past the wait: 503, try again.
-pub fn keys_unavailable<'c>(req: &Request<'_>) -> Response<'c> {
-    let headers = json_headers(vec![
-        ("retry-after", "5".into()),
-        ("cache-control", "no-store".into()),
-    ]);
-    Response {
-        status: 503,
-        headers: with_cors(headers, req),
-        body: error_body("temporarily_unavailable", "signing keys not available yet").into(),
-        outcome: Outcome::Denied("keys_unavailable"),
-        denied_tools: Vec::new(),
-    }
-}
-
-fn with_cors<'c>(
-    mut headers: Vec<(&'static str, Cow<'c, str>)>,
-    req: &Request<'_>,
-) -> Vec<(&'static str, Cow<'c, str>)> {
-    if req.origin.is_some() {
-        for (name, value) in cors::response_headers() {
-            if !headers.iter().any(|(n, _)| *n == name) {
-                headers.push((name, value.into()));
-            }
-        }
-    }
-    headers
-}
-
-fn json_headers<'c>(extra: Vec<(&'static str, Cow<'c, str>)>) -> Vec<(&'static str, Cow<'c, str>)> {
-    let mut headers = vec![("content-type", "application/json".into())];
-    headers.extend(extra);
-    headers
-}
-
-fn preflight_response<'c>() -> Response<'c> {
-    Response {
-        status: 204,
-        headers: cors::preflight_headers()
-            .into_iter()
-            .map(|(n, v)| (n, v.into()))
-            .collect(),
-        body: "".into(),
-        outcome: Outcome::Preflight,
-        denied_tools: Vec::new(),
-    }
-}
-
-fn metadata_response<'c>(
-    found: Option<&'c ProtectedResource>,
-    req: &Request<'_>,
-    preflight: bool,
-) -> Response<'c> {
-    if preflight {
-        return preflight_response();
-    }
-    let (status, body, outcome, extra): (u16, Cow<'c, str>, Outcome, Vec<_>) =
-        match (req.method, found) {
-            ("GET" | "HEAD", Some(resource)) => (
-                200,
-                resource.metadata_body.as_str().into(),
-                Outcome::MetadataServed,
-                vec![("cache-control", "public, max-age=3600".into())],
-            ),
-            ("GET" | "HEAD", None) => (
-                404,
-                error_body("not_found", "no protected resource metadata for this host").into(),
-                Outcome::MetadataNotFound,
-                vec![("cache-control", "no-store".into())],
-            ),
-            _ => (
-                405,
-                error_body("method_not_allowed", "metadata supports GET and HEAD").into(),
-                Outcome::MethodNotAllowed,
-                vec![("allow", "GET, HEAD, OPTIONS".into())],
-            ),
-        };
-    let mut headers = json_headers(extra);
-    headers.push(("access-control-allow-origin", "*".into()));
-    Response {
-        status,
-        headers: with_cors(headers, req),
-        body,
-        outcome,
-        denied_tools: Vec::new(),
-    }
-}
-
-fn missing_token<'c>(resource: &'c ProtectedResource, req: &Request<'_>) -> Response<'c> {
-    let headers = json_headers(vec![
-        ("www-authenticate", resource.challenge.missing().into()),
-        ("cache-control", "no-store".into()),
-    ]);
-    Response {
-        status: 401,
-        headers: with_cors(headers, req),
-        body: resource.challenge.missing_body().into(),
-        outcome: Outcome::Denied("missing_token"),
-        denied_tools: Vec::new(),
-    }
-}
-
-fn denial<'c>(
-    resource: &'c ProtectedResource,
-    req: &Request<'_>,
-    code: ErrorCode,
-    reason: &'static str,
-    description: &str,
-    needed: &[&str],
-) -> Response<'c> {
-    let challenge = resource.challenge.with_error(code, description, needed);
-    let headers = json_headers(vec![
-        ("www-authenticate", challenge.into()),
-        ("cache-control", "no-store".into()),
-    ]);
-    Response {
-        status: code.status(),
-        headers: with_cors(headers, req),
-        body: error_body(code.as_str(), description).into(),
-        outcome: Outcome::Denied(reason),
-        denied_tools: Vec::new(),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::config::tests::{base, base_json, compile, remote_json};
     use crate::keyring::KeyRing;
+    use crate::reason::Outcome;
     use crate::verify::tests::{good_claims, good_token, token, NOW};
     use serde_json::{json, Value};
 
@@ -568,8 +410,10 @@ mod tests {
     #[test]
     fn protects_every_method_and_sub_path_but_not_neighbours() {
         let c = base();
-        for method in ["GET", "POST", "DELETE", "PUT", "OPTIONS"] {
-            for path in ["/mcp", "/mcp/", "/mcp/x", "/mcp?x=1"] {
+        for method in ["GET", "POST", "DELETE", "PUT", "OPTIONS", "pOST"] {
+            for path in [
+                "/mcp", "/mcp/", "/mcp/x", "/mcp?x=1", "/MCP", "/Mcp/", "/mCP/x",
+            ] {
                 assert_eq!(
                     respond(run(&c, &request(method, path, None))).status,
                     401,
@@ -582,7 +426,7 @@ mod tests {
             "/",
             "/other",
             "/.well-known/oauth-protected-resource/nope",
-            "/MCP",
+            "/MCPX",
         ] {
             assert_eq!(
                 run(&c, &request("GET", path, None)),
@@ -622,7 +466,7 @@ mod tests {
         ] {
             let r = respond(run(&c, &request("POST", path, None)));
             assert_eq!(r.status, 400, "{path}");
-            assert_eq!(r.outcome, Outcome::Denied("bad_path"));
+            assert_eq!(r.outcome, Outcome::Denied(Reason::BadPath));
         }
         // Read as /tools by an upstream that merges slashes first, as /mcp/tools by one that
         // only removes dot segments (RFC 3986): two resources, so neither token may pass.
@@ -631,7 +475,7 @@ mod tests {
             let r = respond(run(&c, &request("GET", path, Some(valid.as_str()))));
             assert_eq!(
                 (r.status, r.outcome),
-                (400, Outcome::Denied("bad_path")),
+                (400, Outcome::Denied(Reason::BadPath)),
                 "{path}"
             );
         }
@@ -643,25 +487,6 @@ mod tests {
         assert_eq!(
             run(&c, &request("GET", "/a%2Fb", None)),
             Decision::PassThrough
-        );
-    }
-
-    #[test]
-    fn keys_unavailable_is_a_503_a_browser_can_read() {
-        let mut req = request("GET", "/mcp", None);
-        let plain = keys_unavailable(&req);
-        assert_eq!(plain.status, 503);
-        assert_eq!(header(&plain, "retry-after"), Some("5"));
-        assert_eq!(header(&plain, "access-control-allow-origin"), None);
-        assert_eq!(plain.outcome, Outcome::Denied("keys_unavailable"));
-        let body: serde_json::Value = serde_json::from_str(&plain.body).unwrap();
-        assert_eq!(body["error"], "temporarily_unavailable");
-        req.origin = Some("https://app.example");
-        let cors = keys_unavailable(&req);
-        assert_eq!(header(&cors, "access-control-allow-origin"), Some("*"));
-        assert_eq!(
-            header(&cors, "access-control-expose-headers"),
-            Some("www-authenticate")
         );
     }
 
@@ -739,7 +564,7 @@ mod tests {
         let auth = format!("Bearer {t}");
         let r = respond(run(&c, &request("POST", "/mcp", Some(&auth))));
         assert_eq!(r.status, 401);
-        assert_eq!(r.outcome, Outcome::Denied("audience_not_accepted"));
+        assert_eq!(r.outcome, Outcome::Denied(Reason::AudienceNotAccepted));
         let mut other = request("POST", "/tools", Some(&auth));
         other.authority = "other.example.com";
         assert!(matches!(run(&c, &other), Decision::Allow(_)));
@@ -788,6 +613,7 @@ mod tests {
             run(&c, &request("GET", "/mcp", Some(&auth))),
             Decision::WaitForKeys {
                 issuer: 0,
+                resource: 0,
                 refetch: false
             }
         );
@@ -821,6 +647,7 @@ mod tests {
             decide(&c, &ring, &req, NOW),
             Decision::WaitForKeys {
                 issuer: 0,
+                resource: 0,
                 refetch: true
             }
         );
@@ -828,7 +655,10 @@ mod tests {
         state.succeed(NOW, None, 1, &policy);
         ring.observe(0, state);
         let r = respond(decide(&c, &ring, &req, NOW + 1));
-        assert_eq!((r.status, r.outcome), (401, Outcome::Denied("unknown_kid")));
+        assert_eq!(
+            (r.status, r.outcome),
+            (401, Outcome::Denied(Reason::UnknownKid))
+        );
         ring.install(0, fixture_set(), ring.state(0).unwrap().clone());
         assert!(matches!(
             decide(&c, &ring, &req, NOW + 1),
@@ -923,25 +753,25 @@ mod tests {
         let c = mcp_config();
         let auth = bearer_with_scope("mcp:admin");
         for (body, method, name, reason) in [
-            ("not json", None, None, "invalid_body"),
-            ("[]", None, None, "invalid_body"),
-            (r#"{"id":1}"#, None, None, "invalid_body"),
+            ("not json", None, None, Reason::InvalidBody),
+            ("[]", None, None, Reason::InvalidBody),
+            (r#"{"id":1}"#, None, None, Reason::InvalidBody),
             (
                 call("add").as_str(),
                 Some("tools/list"),
                 None,
-                "mcp_header_mismatch",
+                Reason::McpHeaderMismatch,
             ),
             (
                 call("add").as_str(),
                 Some("tools/call"),
                 Some("delete_all"),
-                "mcp_header_mismatch",
+                Reason::McpHeaderMismatch,
             ),
         ] {
             let mut req = request("POST", "/mcp", Some(&auth));
-            req.mcp_method = method;
-            req.mcp_name = name;
+            req.mcp_method = method.into_iter().collect();
+            req.mcp_name = name.into_iter().collect();
             let r = respond(with_body(&c, &req, body));
             assert_eq!(
                 (r.status, r.outcome),
@@ -953,16 +783,58 @@ mod tests {
                 .starts_with("Bearer error=\"invalid_request\""));
         }
         let mut agreeing = request("POST", "/mcp", Some(&auth));
-        agreeing.mcp_method = Some("tools/call");
-        agreeing.mcp_name = Some("add");
+        agreeing.mcp_method = vec!["tools/call"];
+        agreeing.mcp_name = vec!["add"];
         assert!(matches!(
             with_body(&c, &agreeing, &call("add")),
             Decision::Allow(_)
         ));
-        let r = body_too_large(&c, &agreeing);
+        let r = response::body_too_large(&c, None);
         assert_eq!(
             (r.status, r.outcome),
-            (413, Outcome::Denied("body_too_large"))
+            (413, Outcome::Denied(Reason::BodyTooLarge))
+        );
+    }
+
+    #[test]
+    fn reads_the_body_of_every_request_with_one_whatever_its_method() {
+        let c = mcp_config();
+        let auth = bearer_with_scope("mcp:read");
+        for method in [
+            "POST", "pOST", "post", "PUT", "PATCH", "GET", "DELETE", "X-CALL",
+        ] {
+            let mut req = request(method, "/MCP", Some(&auth));
+            req.has_body = true;
+            let r = respond(with_body(&c, &req, &call("delete_all")));
+            assert_eq!(r.status, 403, "{method}");
+        }
+        // Without a body only a POST still needs one (an empty body is not JSON-RPC).
+        let mut empty = request("pOST", "/mcp", Some(&auth));
+        assert!(matches!(run(&c, &empty), Decision::ReadBody { .. }));
+        empty.method = "PUT";
+        assert!(matches!(run(&c, &empty), Decision::Allow(_)));
+    }
+
+    #[test]
+    fn answers_421_when_resources_share_a_path_and_the_authority_names_none() {
+        let mut v = base_json();
+        v["resources"][1]["resource"] = json!("https://other.example.com/mcp");
+        let c = compile(&v).unwrap();
+        let valid = format!("Bearer {}", good_token());
+        for authority in ["localhost.", "127.0.0.1:8080", "mcp.example.com:8443", ""] {
+            let mut req = request("POST", "/mcp", Some(&valid));
+            req.authority = authority;
+            let r = respond(run(&c, &req));
+            assert_eq!(
+                (r.status, r.outcome),
+                (421, Outcome::Denied(Reason::MisdirectedRequest)),
+                "{authority}"
+            );
+        }
+        let mut named = request("POST", "/mcp", Some(&valid));
+        named.authority = "MCP.example.com.:443";
+        assert!(
+            matches!(run(&c, &named), Decision::Allow(a) if a.resource.resource == "https://mcp.example.com/mcp")
         );
     }
 
@@ -992,14 +864,5 @@ mod tests {
             run(&c, &request("GET", "/mcp", Some(&admin))),
             Decision::Allow(_)
         ));
-    }
-
-    #[test]
-    fn names_a_counter_for_every_outcome() {
-        assert_eq!(
-            Outcome::Denied("token_expired").metric(),
-            "requests_denied_token_expired"
-        );
-        assert_eq!(Outcome::MetadataServed.metric(), "metadata_served");
     }
 }

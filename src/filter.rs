@@ -4,19 +4,19 @@
 //! [`decide`], and applies the decision. No decision logic lives here.
 
 use crate::config::{Config, IssuerId, KeySource};
-use crate::decide::{
-    self, decide, decide_body, Allow, BodyCheck, Decision, Outcome, Request, ALLOWED_METRIC,
-};
+use crate::decide::{decide, decide_body, Allow, BodyCheck, Decision, Request};
 use crate::hostsig::{self, HostVerify};
 use crate::keyring::KeyRing;
+use crate::reason::{Outcome, Reason};
 use crate::remote::{self, FetchError, FetchPolicy, FetchState, Target, Why};
+use crate::response;
 use crate::url::HttpUrl;
 use crate::verify::KeyStore;
 use proxy_wasm::hostcalls;
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
 use proxy_wasm::types::{Action, BufferType, ContextType, MapType, MetricType, Status};
 use std::cell::{Cell, RefCell};
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::rc::Rc;
 use std::time::{Duration, UNIX_EPOCH};
 
@@ -197,6 +197,7 @@ mod host {
 }
 
 const METRIC_PREFIX: &str = "mcp_oauth_";
+const ALLOWED_METRIC: &str = "requests_allowed";
 /// The tick while keys are fetched or bodies awaited.
 const TICK: Duration = Duration::from_millis(200);
 /// The tick otherwise: it only follows the host's log level.
@@ -241,7 +242,7 @@ impl Metrics {
         let id = match cached {
             Some(id) => Some(id),
             None => {
-                let id = self.id(&outcome.metric(), MetricType::Counter);
+                let id = self.id(&outcome.counter_name(), MetricType::Counter);
                 if let Some(id) = id {
                     self.outcomes.borrow_mut().push((outcome, id));
                 }
@@ -284,8 +285,11 @@ impl Metrics {
             self.slot_id(&self.cache_hits, "token_cache_hits");
             self.slot_id(&self.cache_misses, "token_cache_misses");
         }
-        for outcome in [Outcome::MetadataServed, Outcome::Denied("missing_token")] {
-            if let Some(id) = self.id(&outcome.metric(), MetricType::Counter) {
+        for outcome in [
+            Outcome::MetadataServed,
+            Outcome::Denied(Reason::MissingToken),
+        ] {
+            if let Some(id) = self.id(&outcome.counter_name(), MetricType::Counter) {
                 self.outcomes.borrow_mut().push((outcome, id));
             }
         }
@@ -349,20 +353,23 @@ struct Headers {
     authorization: Vec<Span>,
     origin: Option<Span>,
     request_method: Option<Span>,
-    mcp_method: Option<Span>,
-    mcp_name: Option<Span>,
+    mcp_method: Vec<Span>,
+    mcp_name: Vec<Span>,
     content_length: Option<Span>,
     /// Whether the client sent a header the filter sets from claims.
     has_claim_header: bool,
+    /// Whether a body follows the headers.
+    has_body: bool,
 }
 
 type Span = (u32, u32);
 
 impl Headers {
-    fn read(config: &Config) -> Headers {
+    fn read(config: &Config, has_body: bool) -> Headers {
         let buffer = host::request_header_pairs();
         let mut h = Headers {
             text: String::with_capacity(buffer.len()),
+            has_body,
             ..Headers::default()
         };
         for (name, value) in host::pairs(&buffer) {
@@ -376,8 +383,14 @@ impl Headers {
                 }
                 b"origin" => h.origin = Some(h.push(value)),
                 b"access-control-request-method" => h.request_method = Some(h.push(value)),
-                b"mcp-method" => h.mcp_method = Some(h.push(value)),
-                b"mcp-name" => h.mcp_name = Some(h.push(value)),
+                b"mcp-method" => {
+                    let span = h.push(value);
+                    h.mcp_method.push(span);
+                }
+                b"mcp-name" => {
+                    let span = h.push(value);
+                    h.mcp_name.push(span);
+                }
                 b"content-length" => h.content_length = Some(h.push(value)),
                 other => {
                     h.has_claim_header |= config
@@ -419,9 +432,10 @@ impl Headers {
             authorization: self.authorization.iter().map(|s| self.get(*s)).collect(),
             origin: opt(self.origin),
             access_control_request_method: opt(self.request_method),
-            mcp_method: opt(self.mcp_method),
-            mcp_name: opt(self.mcp_name),
+            mcp_method: self.mcp_method.iter().map(|s| self.get(*s)).collect(),
+            mcp_name: self.mcp_name.iter().map(|s| self.get(*s)).collect(),
             content_length: opt(self.content_length),
+            has_body: self.has_body,
         }
     }
 }
@@ -434,6 +448,11 @@ struct Waiter {
     /// The issuer's fetch generation when the request started waiting.
     generation: u64,
     headers: Headers,
+    /// Index of the resource in `Config::resources`.
+    resource: usize,
+    /// A body chunk arrived while the request waited (the host delivers bodies to a filter
+    /// that holds the headers).
+    body_seen: bool,
 }
 
 /// An issuer whose keys are fetched, with the shared-data keys its record and key set live
@@ -463,41 +482,38 @@ struct Shared {
     refetch_wanted: RefCell<Vec<IssuerId>>,
     /// Key fetches this VM has in flight: call token → issuer and document.
     in_flight: RefCell<HashMap<u32, (IssuerId, Target)>>,
-    body_hold: Cell<BodyHold>,
     /// Body checks decided for held requests, picked up by their HTTP context.
     body_checks: RefCell<HashMap<u32, BodyCheck>>,
     /// Whole bodies that arrived while their request was held for keys.
     held_bodies: RefCell<HashMap<u32, Vec<u8>>>,
-    /// Requests whose headers are held for their body, with the time they started waiting.
-    awaiting_body: RefCell<Vec<(u32, u64)>>,
-    /// Requests released after waiting for their body in vain, with the release time.
-    released: RefCell<Vec<(u32, u64)>>,
+    /// Requests whose body is awaited for a decision.
+    awaiting_body: RefCell<Vec<BodyWait>>,
+    /// Requests the root context answered: nothing of them may move on.
+    answered: RefCell<HashSet<u32>>,
+}
+
+/// A request whose body decides, until the body is whole or `body_wait_ms` runs out.
+struct BodyWait {
+    context_id: u32,
+    deadline_ms: u64,
+    /// The headers are held too (`hold_headers_for_body`, or a body already arriving).
+    headers_held: bool,
+    /// A body chunk arrived.
+    seen: bool,
+    origin: Option<String>,
 }
 
 /// What applying a decision left to do.
 enum Applied {
     Continue,
     Stopped,
-    Wait { issuer: IssuerId, refetch: bool },
+    Wait {
+        issuer: IssuerId,
+        resource: usize,
+        refetch: bool,
+    },
     ReadBody(BodyCheck),
 }
-
-/// Whether the host delivers body chunks while the filter holds the headers (Envoy's
-/// `allow_on_headers_stop_iteration`); learned from the first request that needs its body.
-#[derive(Clone, Copy, PartialEq, Eq)]
-enum BodyHold {
-    Unknown,
-    Works,
-    Unsupported,
-}
-
-/// How long a request's headers are held waiting for a first body chunk before the filter
-/// concludes the host will not deliver it (no `allow_on_headers_stop_iteration`).
-const BODY_HOLD_PROBE_MS: u64 = 1000;
-
-/// A released request's first body chunk arriving within this long was buffered by the host
-/// during the hold (it is dispatched in the same event-loop turn as the release).
-const BUFFERED_BODY_MS: u64 = 5;
 
 impl Shared {
     fn remote(&self, id: IssuerId) -> Option<&RemoteIssuer> {
@@ -505,7 +521,7 @@ impl Shared {
     }
 
     /// Applies a decision to the current (effective) HTTP context.
-    fn apply(&self, headers: &Headers, decision: Decision<'_>) -> Applied {
+    fn apply(&self, context_id: u32, headers: &Headers, decision: Decision<'_>) -> Applied {
         match decision {
             Decision::PassThrough => {
                 if headers.has_claim_header {
@@ -526,27 +542,41 @@ impl Shared {
             Decision::Respond(response) => {
                 if let Outcome::Denied(reason) = response.outcome {
                     log::debug!(
-                        "mcp-oauth-filter: denied {} {} with {}: {reason}",
+                        "mcp-oauth-filter: denied {} {} with {}: {}",
                         headers.method(),
                         crate::paths::split_query(headers.path()).0,
-                        response.status
+                        response.status,
+                        reason.code()
                     );
                 }
-                self.metrics.increment_outcome(response.outcome);
-                for tool in &response.denied_tools {
-                    self.metrics
-                        .increment(&format!("tool_denied_{}", metric_safe(tool)));
-                }
-                let list: Vec<(&str, &str)> = response
-                    .headers
-                    .iter()
-                    .map(|(n, v)| (*n, v.as_ref()))
-                    .collect();
-                host::send_response(u32::from(response.status), &list, response.body.as_bytes());
+                self.respond(context_id, response);
                 Applied::Stopped
             }
-            Decision::WaitForKeys { issuer, refetch } => Applied::Wait { issuer, refetch },
+            Decision::WaitForKeys {
+                issuer,
+                resource,
+                refetch,
+            } => Applied::Wait {
+                issuer,
+                resource,
+                refetch,
+            },
         }
+    }
+
+    /// Counts and sends a response the filter makes itself (effective context).
+    fn send(&self, response: response::Response<'_>) {
+        self.metrics.increment_outcome(response.outcome);
+        for tool in &response.denied_tools {
+            self.metrics
+                .increment(&format!("tool_denied_{}", metric_safe(tool)));
+        }
+        let list: Vec<(&str, &str)> = response
+            .headers
+            .iter()
+            .map(|(n, v)| (*n, v.as_ref()))
+            .collect();
+        host::send_response(u32::from(response.status), &list, response.body.as_bytes());
     }
 
     /// Removes client copies of claim headers, then applies an allowed request's edits.
@@ -564,23 +594,36 @@ impl Shared {
     }
 
     /// A request held for keys whose body now decides. A body that arrived whole while
-    /// the request was held is decided at once; otherwise the HTTP context reads it as it
-    /// comes, with the headers still held where the host allows.
+    /// the request was held is decided at once. Otherwise the HTTP context reads it as it
+    /// comes: with the headers still held, unless the operator lets them go first
+    /// (`hold_headers_for_body: false`) and no chunk of the body has been handed to the filter
+    /// yet (resuming then would release the buffered chunks unread).
     fn read_held_body(&self, w: &Waiter, check: BodyCheck, now_ms: u64) {
         let held = self.held_bodies.borrow_mut().remove(&w.context_id);
         if let Some(body) = held {
             let decision = decide_body(&self.config, &check, &w.headers.request(), &body);
-            if let Applied::Continue = self.apply(&w.headers, decision) {
+            if let Applied::Continue = self.apply(w.context_id, &w.headers, decision) {
                 host::resume_request();
             }
             return;
         }
         self.body_checks.borrow_mut().insert(w.context_id, check);
-        if self.body_hold.get() == BodyHold::Unsupported {
+        let headers_held = self.config.hold_headers_for_body || w.body_seen;
+        self.await_body(w.context_id, &w.headers, headers_held, w.body_seen, now_ms);
+        if !headers_held {
             host::resume_request();
-        } else {
-            self.awaiting_body.borrow_mut().push((w.context_id, now_ms));
         }
+    }
+
+    /// Starts the `body_wait_ms` clock for a request whose body decides.
+    fn await_body(&self, context_id: u32, headers: &Headers, held: bool, seen: bool, now: u64) {
+        self.awaiting_body.borrow_mut().push(BodyWait {
+            context_id,
+            deadline_ms: now + self.config.body_wait_ms,
+            headers_held: held,
+            seen,
+            origin: headers.origin.map(|span| headers.get(span).to_string()),
+        });
     }
 
     fn remove_claim_headers(&self) {
@@ -589,69 +632,79 @@ impl Shared {
         }
     }
 
-    /// Releases requests held too long for a body that has not come. Either the host does not
-    /// deliver body chunks while headers are held (no `allow_on_headers_stop_iteration`), or
-    /// the client is slow; which one shows when the body arrives (see `body_arrived`).
-    fn release_body_waits(&self) {
-        if self.body_hold.get() == BodyHold::Works {
-            return; // bodies do arrive while held: a slow client is just slow
+    /// Answers requests whose body did not arrive whole within `body_wait_ms`: 503 when the
+    /// headers were held and no chunk ever came (Envoy does not hand bodies to a filter that
+    /// holds the headers without `allow_on_headers_stop_iteration`), else 408. Never released.
+    fn expire_body_waits(&self) {
+        if self.awaiting_body.borrow().is_empty() {
+            return;
         }
         let now = now_ms();
         let mut expired = Vec::new();
-        self.awaiting_body.borrow_mut().retain(|(id, since)| {
-            let keep = now < since + BODY_HOLD_PROBE_MS;
+        self.awaiting_body.borrow_mut().retain(|wait| {
+            let keep = now < wait.deadline_ms;
             if !keep {
-                expired.push(*id);
+                expired.push((
+                    wait.context_id,
+                    wait.headers_held && !wait.seen,
+                    wait.origin.clone(),
+                ));
             }
             keep
         });
         if expired.is_empty() {
             return;
         }
-        for id in expired {
-            if hostcalls::set_effective_context(id).is_ok() {
-                self.released.borrow_mut().push((id, now_ms()));
-                host::resume_request();
+        for (id, undelivered, origin) in expired {
+            if hostcalls::set_effective_context(id).is_err() {
+                continue;
             }
+            let response = if undelivered {
+                log::warn!(
+                    "mcp-oauth-filter: no request body reached the filter within body_wait_ms ({} ms) while the headers were held: set allow_on_headers_stop_iteration: true on the wasm filter, or hold_headers_for_body: false in the plugin configuration where the host cannot (Istio WasmPlugin, Envoy Gateway); answered 503",
+                    self.config.body_wait_ms
+                );
+                response::body_not_delivered(origin.as_deref())
+            } else {
+                response::body_incomplete(&self.config, origin.as_deref())
+            };
+            self.respond(id, response);
         }
         let _ = hostcalls::set_effective_context(self.root_context_id);
     }
 
-    /// A body chunk arrived for `context_id`: learns how the host delivers bodies. A chunk
-    /// for a held request proves bodies arrive while headers are held; the first chunk of a
-    /// released request arriving at once proves the host had buffered it, unseen, during the
-    /// hold. Only that positive evidence switches the worker to letting headers go first, so
-    /// slow clients cannot.
+    /// Sends a response for `context_id` (the effective context) and remembers that it was
+    /// answered, so its later callbacks hold everything.
+    fn respond(&self, context_id: u32, response: response::Response<'_>) {
+        self.answered.borrow_mut().insert(context_id);
+        self.send(response);
+    }
+
+    /// A body chunk arrived for `context_id`, which is reading its body.
     fn body_arrived(&self, context_id: u32) {
-        let was_held = {
-            let mut awaiting = self.awaiting_body.borrow_mut();
-            let before = awaiting.len();
-            awaiting.retain(|(id, _)| *id != context_id);
-            awaiting.len() != before
-        };
-        if was_held && self.body_hold.get() == BodyHold::Unknown {
-            self.body_hold.set(BodyHold::Works);
-        }
-        let released_at = {
-            let mut released = self.released.borrow_mut();
-            let at = released
-                .iter()
-                .find(|(id, _)| *id == context_id)
-                .map(|(_, at)| *at);
-            released.retain(|(id, _)| *id != context_id);
-            at
-        };
-        let buffered_unseen = released_at.is_some_and(|at| now_ms() <= at + BUFFERED_BODY_MS);
-        if buffered_unseen && self.body_hold.get() == BodyHold::Unknown {
-            log::warn!(
-                "mcp-oauth-filter: Envoy does not deliver request bodies while headers are held: set allow_on_headers_stop_iteration: true on the wasm filter so denied tool calls never reach the upstream; until then headers go upstream before the body is checked"
-            );
-            self.body_hold.set(BodyHold::Unsupported);
+        for wait in self.awaiting_body.borrow_mut().iter_mut() {
+            if wait.context_id == context_id {
+                wait.seen = true;
+            }
         }
     }
 
+    /// The body of `context_id` was decided: its wait ends.
+    fn body_decided(&self, context_id: u32) {
+        self.awaiting_body
+            .borrow_mut()
+            .retain(|wait| wait.context_id != context_id);
+    }
+
     /// Holds the current request until its issuer's keys change or its wait runs out.
-    fn hold(&self, context_id: u32, headers: Headers, issuer: IssuerId, refetch: bool) {
+    fn hold(
+        &self,
+        context_id: u32,
+        headers: Headers,
+        issuer: IssuerId,
+        resource: usize,
+        refetch: bool,
+    ) {
         let wait_ms = self.remote(issuer).map_or(0, |r| r.policy.wait_ms);
         let generation = self.keys.borrow().state(issuer).map_or(0, |s| s.generation);
         if refetch {
@@ -666,6 +719,8 @@ impl Shared {
             deadline_ms: now_ms() + wait_ms,
             generation,
             headers,
+            resource,
+            body_seen: false,
         });
     }
 
@@ -674,6 +729,20 @@ impl Shared {
             .borrow()
             .iter()
             .any(|w| w.context_id == context_id)
+    }
+
+    /// A body chunk (or the trailers) of a request held for keys arrived; whether its
+    /// resource reads bodies.
+    fn waiter_saw_body(&self, context_id: u32) -> bool {
+        let mut waiters = self.waiters.borrow_mut();
+        let Some(w) = waiters.iter_mut().find(|w| w.context_id == context_id) else {
+            return false;
+        };
+        w.body_seen = true;
+        self.config
+            .resources
+            .get(w.resource)
+            .is_some_and(|r| r.inspects_body())
     }
 
     fn forget(&self, context_id: u32) {
@@ -712,7 +781,7 @@ impl Shared {
                     self.metrics.count_cache(&keys);
                 }
                 // Owned outcome: apply needs no borrow of the key ring.
-                self.apply(&w.headers, decision)
+                self.apply(w.context_id, &w.headers, decision)
             };
             match decision {
                 Applied::Continue => {
@@ -728,8 +797,8 @@ impl Shared {
                     still.push(w);
                 }
                 Applied::Wait { .. } => {
-                    let response = decide::keys_unavailable(&w.headers.request());
-                    self.apply(&w.headers, Decision::Respond(response));
+                    let response = response::keys_unavailable(w.headers.request().origin);
+                    self.apply(w.context_id, &w.headers, Decision::Respond(response));
                 }
             }
         }
@@ -1154,9 +1223,8 @@ impl RootContext for Root {
             waiters: RefCell::default(),
             refetch_wanted: RefCell::default(),
             in_flight: RefCell::default(),
-            body_hold: Cell::new(BodyHold::Unknown),
             awaiting_body: RefCell::default(),
-            released: RefCell::default(),
+            answered: RefCell::default(),
             body_checks: RefCell::default(),
             held_bodies: RefCell::default(),
         };
@@ -1188,7 +1256,7 @@ impl RootContext for Root {
             shared.maybe_fetch(remote, now);
         }
         shared.wake_waiters();
-        shared.release_body_waits();
+        shared.expire_body_waits();
     }
 
     fn create_http_context(&self, context_id: u32) -> Option<Box<dyn HttpContext>> {
@@ -1197,6 +1265,7 @@ impl RootContext for Root {
             shared: self.shared.clone(),
             stopped: false,
             body: None,
+            body_size: 0,
         }))
     }
 
@@ -1216,7 +1285,7 @@ fn forget_cache_counts(keys: &KeyRing) {
 fn missed_keys(decision: &Decision<'_>) -> bool {
     match decision {
         Decision::WaitForKeys { .. } => true,
-        Decision::Respond(r) => r.outcome == Outcome::Denied("unknown_kid"),
+        Decision::Respond(r) => r.outcome == Outcome::Denied(Reason::UnknownKid),
         _ => false,
     }
 }
@@ -1227,8 +1296,11 @@ struct Http {
     shared: Option<Rc<Shared>>,
     /// A response was sent: nothing of this request may move on.
     stopped: bool,
-    /// The request's body decides (SPEC §9): the check and the headers it was decided on.
+    /// The request's body decides (README, MCP-aware authorization): the check and the
+    /// headers it was decided on.
     body: Option<(BodyCheck, Headers)>,
+    /// The body buffered so far, as the host last reported it.
+    body_size: usize,
 }
 
 /// Metric names take what the operator configured, made safe for every stats sink.
@@ -1245,18 +1317,32 @@ fn metric_safe(name: &str) -> String {
 }
 
 impl Http {
-    /// A body chunk of a request held for keys: buffered; a whole body is kept for the
-    /// decision, an oversized one refused at once.
-    fn hold_body(&mut self, shared: &Shared, body_size: usize, end_of_stream: bool) -> Action {
-        if body_size > shared.config.max_body_bytes {
+    /// Whether nothing of this request may move on: a response was sent for it.
+    fn answered(&self, shared: &Shared) -> bool {
+        self.stopped || shared.answered.borrow().contains(&self.context_id)
+    }
+
+    /// The whole buffered body, bounded: a body larger than `max_body_bytes` reads as one
+    /// byte more than that (the host clamps a read to what it has).
+    fn whole_body(&self, shared: &Shared) -> Vec<u8> {
+        self.get_http_request_body(0, shared.config.max_body_bytes + 1)
+            .unwrap_or_default()
+    }
+
+    /// A body chunk, or the trailers (`ended`), of a request held for keys: buffered; a
+    /// whole body is kept for the decision; one larger than `max_body_bytes` on a resource
+    /// that reads bodies is refused at once.
+    fn hold_body(&mut self, shared: &Shared, body_size: usize, ended: bool) -> Action {
+        let reads_bodies = shared.waiter_saw_body(self.context_id);
+        if reads_bodies && body_size > shared.config.max_body_bytes {
             shared.forget(self.context_id);
-            let headers = Headers::read(&shared.config);
-            let response = decide::body_too_large(&shared.config, &headers.request());
-            let applied = shared.apply(&headers, Decision::Respond(response));
+            let headers = Headers::read(&shared.config, true);
+            let response = response::body_too_large(&shared.config, headers.request().origin);
+            let applied = shared.apply(self.context_id, &headers, Decision::Respond(response));
             return self.finish(applied);
         }
-        if end_of_stream {
-            let body = self.get_http_request_body(0, body_size).unwrap_or_default();
+        if ended && reads_bodies {
+            let body = self.whole_body(shared);
             shared
                 .held_bodies
                 .borrow_mut()
@@ -1265,8 +1351,9 @@ impl Http {
         Action::Pause
     }
 
-    /// Starts reading the body: holds the headers when the host delivers body chunks to a
-    /// held request, else lets them go (the body is still checked before it is forwarded).
+    /// Starts reading the body: holds the headers unless the operator lets them go first
+    /// (`hold_headers_for_body: false`); either way the body is checked before any of it
+    /// is forwarded.
     fn read_body(
         &mut self,
         shared: &Shared,
@@ -1277,19 +1364,60 @@ impl Http {
         if end_of_stream {
             let applied = {
                 let decision = decide_body(&shared.config, &check, &headers.request(), b"");
-                shared.apply(&headers, decision)
+                shared.apply(self.context_id, &headers, decision)
             };
             return self.finish(applied);
         }
+        let held = shared.config.hold_headers_for_body;
+        shared.await_body(self.context_id, &headers, held, false, now_ms());
         self.body = Some((check, headers));
-        if shared.body_hold.get() == BodyHold::Unsupported {
-            return Action::Continue;
+        if held {
+            Action::Pause
+        } else {
+            Action::Continue
         }
-        shared
-            .awaiting_body
-            .borrow_mut()
-            .push((self.context_id, now_ms()));
-        Action::Pause
+    }
+
+    /// A body chunk, or the trailers (`ended`), of a request whose body decides: buffered
+    /// until the body is whole (its last chunk, or the trailers), then decided.
+    fn body_chunk(&mut self, shared: &Shared, body_size: usize, ended: bool) -> Action {
+        if self.body.is_none() {
+            // A request held for keys whose body check was decided by the root context.
+            let Some(check) = shared.body_checks.borrow_mut().remove(&self.context_id) else {
+                return Action::Continue;
+            };
+            self.body = Some((check, Headers::read(&shared.config, true)));
+        }
+        shared.body_arrived(self.context_id);
+        if body_size > shared.config.max_body_bytes {
+            let Some((_, headers)) = self.body.take() else {
+                return Action::Pause;
+            };
+            shared.body_decided(self.context_id);
+            let response = response::body_too_large(&shared.config, headers.request().origin);
+            let applied = shared.apply(self.context_id, &headers, Decision::Respond(response));
+            return self.finish(applied);
+        }
+        if !ended {
+            return Action::Pause; // buffer until the whole body is here
+        }
+        let body = self.whole_body(shared);
+        let Some((check, headers)) = self.body.take() else {
+            return Action::Pause;
+        };
+        shared.body_decided(self.context_id);
+        let applied = {
+            let decision = if body.len() > shared.config.max_body_bytes {
+                Decision::Respond(response::body_too_large(
+                    &shared.config,
+                    headers.request().origin,
+                ))
+            } else {
+                decide_body(&shared.config, &check, &headers.request(), &body)
+            };
+            shared.apply(self.context_id, &headers, decision)
+        };
+        self.finish(applied)
     }
 
     fn finish(&mut self, applied: Applied) -> Action {
@@ -1300,6 +1428,23 @@ impl Http {
                 Action::Pause
             }
         }
+    }
+
+    /// The body's next step, its last chunk or (`ended`) the trailers: nothing held is ever
+    /// released here except by a decision.
+    fn on_body_or_trailers(&mut self, body_size: usize, ended: bool) -> Action {
+        let Some(shared) = self.shared.clone() else {
+            return Action::Pause;
+        };
+        // With `allow_on_headers_stop_iteration`, body chunks arrive while the headers are
+        // held; continuing here would release the request before it is decided.
+        if self.answered(&shared) {
+            return Action::Pause;
+        }
+        if shared.is_waiting(self.context_id) {
+            return self.hold_body(&shared, body_size, ended);
+        }
+        self.body_chunk(&shared, body_size, ended)
     }
 }
 
@@ -1316,7 +1461,7 @@ impl HttpContext for Http {
             );
             return Action::Pause;
         };
-        let headers = Headers::read(&shared.config);
+        let headers = Headers::read(&shared.config, !end_of_stream);
         // Only a token needs the time: skip the host call for everything else.
         let now = if headers.authorization.is_empty() {
             0
@@ -1342,7 +1487,7 @@ impl HttpContext for Http {
             } else {
                 shared.metrics.count_cache(&keys);
             }
-            shared.apply(&headers, decision)
+            shared.apply(self.context_id, &headers, decision)
         };
         match applied {
             Applied::Continue => Action::Continue,
@@ -1350,8 +1495,12 @@ impl HttpContext for Http {
                 self.stopped = true;
                 Action::Pause
             }
-            Applied::Wait { issuer, refetch } => {
-                shared.hold(self.context_id, headers, issuer, refetch);
+            Applied::Wait {
+                issuer,
+                resource,
+                refetch,
+            } => {
+                shared.hold(self.context_id, headers, issuer, resource, refetch);
                 Action::Pause
             }
             Applied::ReadBody(check) => self.read_body(&shared, check, headers, end_of_stream),
@@ -1359,46 +1508,14 @@ impl HttpContext for Http {
     }
 
     fn on_http_request_body(&mut self, body_size: usize, end_of_stream: bool) -> Action {
-        let Some(shared) = self.shared.clone() else {
-            return Action::Pause;
-        };
-        // With `allow_on_headers_stop_iteration`, body chunks arrive while the headers are
-        // held; continuing here would release the request before it is decided.
-        if self.stopped {
-            return Action::Pause;
-        }
-        if shared.is_waiting(self.context_id) {
-            return self.hold_body(&shared, body_size, end_of_stream);
-        }
-        if self.body.is_none() {
-            // A request held for keys whose body check was decided by the root context.
-            let Some(check) = shared.body_checks.borrow_mut().remove(&self.context_id) else {
-                return Action::Continue;
-            };
-            self.body = Some((check, Headers::read(&shared.config)));
-        }
-        shared.body_arrived(self.context_id);
-        let headers = match &self.body {
-            Some((_, headers)) => headers.clone(),
-            None => return Action::Continue,
-        };
-        if body_size > shared.config.max_body_bytes {
-            let response = decide::body_too_large(&shared.config, &headers.request());
-            let applied = shared.apply(&headers, Decision::Respond(response));
-            return self.finish(applied);
-        }
-        if !end_of_stream {
-            return Action::Pause; // buffer until the whole body is here
-        }
-        let body = self.get_http_request_body(0, body_size).unwrap_or_default();
-        let Some((check, _)) = self.body.take() else {
-            return Action::Continue;
-        };
-        let applied = {
-            let decision = decide_body(&shared.config, &check, &headers.request(), &body);
-            shared.apply(&headers, decision)
-        };
-        self.finish(applied)
+        self.body_size = body_size;
+        self.on_body_or_trailers(body_size, end_of_stream)
+    }
+
+    /// Trailers end the body (HTTP/2, or HTTP/1.1 chunked where Envoy passes them on). The
+    /// SDK's default would continue the stream, releasing whatever is held.
+    fn on_http_request_trailers(&mut self, _num_trailers: usize) -> Action {
+        self.on_body_or_trailers(self.body_size, true)
     }
 }
 
@@ -1412,13 +1529,10 @@ impl Drop for Http {
         };
         let id = self.context_id;
         shared.forget(id);
-        let mut awaiting = shared.awaiting_body.borrow_mut();
-        if !awaiting.is_empty() {
-            awaiting.retain(|(waiting, _)| *waiting != id);
-        }
-        let mut released = shared.released.borrow_mut();
-        if !released.is_empty() {
-            released.retain(|(waiting, _)| *waiting != id);
+        shared.body_decided(id);
+        let mut answered = shared.answered.borrow_mut();
+        if !answered.is_empty() {
+            answered.remove(&id);
         }
         let mut checks = shared.body_checks.borrow_mut();
         if !checks.is_empty() {

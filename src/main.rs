@@ -3,11 +3,14 @@
 //! same core as the filter (`Config::from_json`, `decide`, `decide_body`), natively.
 
 use mcp_oauth_filter::config::{Config, KeySource};
-use mcp_oauth_filter::decide::{decide, decide_body, Decision, Outcome, Request};
+use mcp_oauth_filter::decide::{decide, decide_body, Decision, Request};
 use mcp_oauth_filter::json::decode_object;
 use mcp_oauth_filter::keyring::KeyRing;
 use mcp_oauth_filter::keys::KeySet;
+use mcp_oauth_filter::paths;
+use mcp_oauth_filter::reason::{Outcome, Reason};
 use mcp_oauth_filter::remote::{self, FetchState};
+use mcp_oauth_filter::route::{self, Route};
 use serde_json::Value;
 use std::process::ExitCode;
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -277,10 +280,17 @@ fn explain(a: &ExplainArgs) -> Result<ExitCode, Failure> {
             "" => "/".into(),
             p => p.into(),
         });
+    // Without --authority, the host of the first resource the path falls under.
     let authority = a.authority.clone().unwrap_or_else(|| {
+        let bare = paths::split_query(&path).0;
         config
-            .resource_for_path(&path, "")
-            .map_or(first.url.authority.clone(), |r| r.url.authority.clone())
+            .resources
+            .iter()
+            .find(|r| paths::is_under(bare, &r.path_prefix))
+            .unwrap_or(first)
+            .url
+            .authority
+            .clone()
     });
     let authorization = format!("Bearer {}", a.token);
     let req = Request {
@@ -288,13 +298,20 @@ fn explain(a: &ExplainArgs) -> Result<ExitCode, Failure> {
         path: &path,
         authority: &authority,
         authorization: vec![&authorization],
+        has_body: a.body.is_some(),
         ..Request::default()
     };
 
     println!("1. request: {} {path} (authority {authority})", a.method);
-    match config.resource_for_path(mcp_oauth_filter::paths::split_query(&path).0, &authority) {
-        Some(r) => println!("2. resource: {} (metadata {})", r.resource, r.metadata_url),
-        None => println!("2. resource: none; the path is not protected"),
+    match route::route(&config, paths::split_query(&path).0, &authority) {
+        Route::Protected(r) | Route::BadPath(r, _) => {
+            println!("2. resource: {} (metadata {})", r.resource, r.metadata_url)
+        }
+        Route::Metadata(_) => println!("2. resource: none; a metadata path the filter answers"),
+        Route::Misdirected => println!(
+            "2. resource: none; several resources share the path and the authority names none of them"
+        ),
+        Route::Outside => println!("2. resource: none; the path is not protected"),
     }
     println!("3. credential: Bearer token");
     describe_token(&a.token, now);
@@ -325,67 +342,77 @@ fn explain(a: &ExplainArgs) -> Result<ExitCode, Failure> {
     Ok(report(&decision))
 }
 
-/// The token checks in the order the filter runs them, with the reason codes that stop each.
-const CHECKS: &[(&str, &[&str])] = &[
+/// The token checks in the order the filter runs them, with the reasons that stop each.
+const CHECKS: &[(&str, &[Reason])] = &[
     (
         "credential and token structure (header, claims, size)",
         &[
-            "invalid_request",
-            "bad_path",
-            "malformed_token",
-            "token_too_large",
-            "encrypted_token",
-            "unsupported_header",
+            Reason::InvalidRequest,
+            Reason::BadPath,
+            Reason::MisdirectedRequest,
+            Reason::MalformedToken,
+            Reason::TokenTooLarge,
+            Reason::EncryptedToken,
+            Reason::UnsupportedHeader,
+            Reason::WrongTokenType,
         ],
     ),
     (
         "issuer (iss) among the resource's authorization servers",
-        &["issuer_not_accepted"],
+        &[Reason::IssuerNotAccepted],
     ),
     (
         "algorithm (alg) on the issuer's allow-list",
-        &["alg_not_allowed"],
+        &[Reason::AlgNotAllowed],
     ),
     (
         "audience (aud) is the resource or an extra audience",
-        &["audience_not_accepted"],
+        &[Reason::AudienceNotAccepted],
     ),
     (
         "expiry (exp) present and not past",
-        &["missing_exp", "token_expired"],
+        &[Reason::MissingExp, Reason::TokenExpired],
     ),
-    ("not before (nbf)", &["token_not_yet_valid"]),
+    ("not before (nbf)", &[Reason::TokenNotYetValid]),
     (
         "signing key chosen by kid, fitting alg",
         &[
-            "unknown_kid",
-            "alg_key_mismatch",
-            "ambiguous_key",
-            "keys_unavailable",
+            Reason::UnknownKid,
+            Reason::AlgKeyMismatch,
+            Reason::AmbiguousKey,
+            Reason::KeysUnavailable,
         ],
     ),
-    ("signature", &["bad_signature"]),
+    ("signature", &[Reason::BadSignature]),
     (
-        "request body (JSON-RPC, Mcp-Method/Mcp-Name, size)",
-        &["invalid_body", "mcp_header_mismatch", "body_too_large"],
+        BODY_CHECK,
+        &[
+            Reason::InvalidBody,
+            Reason::McpHeaderMismatch,
+            Reason::BodyTooLarge,
+            Reason::BodyNotDelivered,
+            Reason::BodyIncomplete,
+        ],
     ),
     (
         "scopes (required, per method, per tool; hierarchy applied)",
-        &["insufficient_scope"],
+        &[Reason::InsufficientScope],
     ),
 ];
+
+const BODY_CHECK: &str = "request body (JSON-RPC, Mcp-Method/Mcp-Name, size)";
 
 /// Prints each check as passed, failed (with the filter's description) or not reached.
 fn print_checks(decision: &Decision<'_>, body_checked: bool) {
     let (failed, description) = match decision {
         Decision::Respond(r) => match r.outcome {
-            Outcome::Denied(code) => {
+            Outcome::Denied(reason) => {
                 let description = serde_json::from_str::<Value>(&r.body)
                     .ok()
                     .and_then(|b| b["error_description"].as_str().map(str::to_string))
                     .unwrap_or_default();
                 (
-                    CHECKS.iter().position(|(_, codes)| codes.contains(&code)),
+                    CHECKS.iter().position(|(_, stops)| stops.contains(&reason)),
                     description,
                 )
             }
@@ -394,14 +421,14 @@ fn print_checks(decision: &Decision<'_>, body_checked: bool) {
         Decision::WaitForKeys { .. } => (
             CHECKS
                 .iter()
-                .position(|(_, codes)| codes.contains(&"keys_unavailable")),
+                .position(|(_, stops)| stops.contains(&Reason::KeysUnavailable)),
             "the issuer's keys are not loaded".into(),
         ),
         Decision::PassThrough => return,
         _ => (None, String::new()),
     };
     for (i, (check, _)) in CHECKS.iter().enumerate() {
-        let is_body = CHECKS[i].1.contains(&"invalid_body");
+        let is_body = *check == BODY_CHECK;
         let mark = match failed {
             Some(f) if i == f => format!("FAILED: {description}"),
             Some(f) if i > f => "not reached".into(),
@@ -459,11 +486,7 @@ fn report(decision: &Decision<'_>) -> ExitCode {
             ExitCode::SUCCESS
         }
         Decision::Respond(r) => {
-            let reason = match r.outcome {
-                Outcome::Denied(code) => code.to_string(),
-                other => other.metric().into_owned(),
-            };
-            println!("decision: {} ({reason})", r.status);
+            println!("decision: {} ({})", r.status, r.outcome.code());
             println!("  status: {}", r.status);
             for (name, value) in &r.headers {
                 println!("  {}: {value}", display_name(name));

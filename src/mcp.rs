@@ -1,4 +1,4 @@
-//! What an MCP request asks for (SPEC §9): the JSON-RPC calls in a POST body (a request or a
+//! What an MCP request asks for (README, "MCP-aware authorization"): the JSON-RPC calls in a POST body (a request or a
 //! batch) and the `Mcp-Method` / `Mcp-Name` headers that must agree with it.
 
 use base64::engine::general_purpose::{GeneralPurpose, GeneralPurposeConfig};
@@ -113,19 +113,21 @@ pub fn calls(body: &[u8]) -> Result<Vec<Call>, BodyError> {
     Ok(out)
 }
 
-/// `Mcp-Method` must name every call's method; `Mcp-Name` every call's name.
+/// Every `Mcp-Method` value must name every call's method, and every `Mcp-Name` value every
+/// call's name: a repeated header is checked value by value, so no value the upstream may
+/// read instead can disagree with the body.
 pub fn check_headers(
     calls: &[Call],
-    mcp_method: Option<&str>,
-    mcp_name: Option<&str>,
+    mcp_methods: &[&str],
+    mcp_names: &[&str],
 ) -> Result<(), BodyError> {
-    if let Some(method) = mcp_method {
+    for method in mcp_methods {
         let method = header_text(method).ok_or(BodyError::HeaderMismatch)?;
         if calls.is_empty() || calls.iter().any(|c| c.method != method) {
             return Err(BodyError::HeaderMismatch);
         }
     }
-    if let Some(name) = mcp_name {
+    for name in mcp_names {
         let name = header_text(name).ok_or(BodyError::HeaderMismatch)?;
         if calls.is_empty() || calls.iter().any(|c| c.name.as_deref() != Some(&name)) {
             return Err(BodyError::HeaderMismatch);
@@ -212,15 +214,15 @@ mod tests {
         assert_eq!(header_text("=?base64?abc").as_deref(), Some("=?base64?abc"));
         let cafe = vec![call("tools/call", Some("café"))];
         assert_eq!(
-            check_headers(&cafe, Some("tools/call"), Some("=?base64?Y2Fmw6k=?=")),
+            check_headers(&cafe, &["tools/call"], &["=?base64?Y2Fmw6k=?="]),
             Ok(())
         );
         assert_eq!(
-            check_headers(&cafe, Some("tools/call"), Some("=?base64?Y2FmZQ==?=")),
+            check_headers(&cafe, &["tools/call"], &["=?base64?Y2FmZQ==?="]),
             Err(BodyError::HeaderMismatch)
         );
         assert_eq!(
-            check_headers(&cafe, Some("tools/call"), Some("=?base64?!!?=")),
+            check_headers(&cafe, &["tools/call"], &["=?base64?!!?="]),
             Err(BodyError::HeaderMismatch)
         );
     }
@@ -228,23 +230,37 @@ mod tests {
     #[test]
     fn headers_must_agree_with_every_call() {
         let add = vec![call("tools/call", Some("add"))];
-        assert_eq!(check_headers(&add, Some("tools/call"), Some("add")), Ok(()));
-        assert_eq!(check_headers(&add, None, None), Ok(()));
+        assert_eq!(check_headers(&add, &["tools/call"], &["add"]), Ok(()));
+        assert_eq!(check_headers(&add, &[], &[]), Ok(()));
         assert_eq!(
-            check_headers(&add, Some("tools/list"), None),
+            check_headers(&add, &["tools/list"], &[]),
             Err(BodyError::HeaderMismatch)
         );
         assert_eq!(
-            check_headers(&add, Some("tools/call"), Some("rm")),
+            check_headers(&add, &["tools/call"], &["rm"]),
             Err(BodyError::HeaderMismatch)
         );
         let mixed = vec![call("tools/call", Some("add")), call("ping", None)];
         assert_eq!(
-            check_headers(&mixed, Some("tools/call"), None),
+            check_headers(&mixed, &["tools/call"], &[]),
             Err(BodyError::HeaderMismatch)
         );
         assert_eq!(
-            check_headers(&[], Some("ping"), None),
+            check_headers(&[], &["ping"], &[]),
+            Err(BodyError::HeaderMismatch)
+        );
+        // A repeated header: every value must agree, not just the last or the first.
+        let echo = vec![call("tools/call", Some("echo"))];
+        assert_eq!(check_headers(&echo, &[], &["echo", "echo"]), Ok(()));
+        for names in [["admin_tool", "echo"], ["echo", "admin_tool"]] {
+            assert_eq!(
+                check_headers(&echo, &[], &names),
+                Err(BodyError::HeaderMismatch),
+                "{names:?}"
+            );
+        }
+        assert_eq!(
+            check_headers(&echo, &["tools/call", "tools/list"], &[]),
             Err(BodyError::HeaderMismatch)
         );
     }

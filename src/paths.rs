@@ -200,13 +200,37 @@ fn remove_dot_segments(path: &str) -> String {
     out
 }
 
-/// Whether `path` is `prefix` or below it. `prefix` has no trailing slash; an empty prefix (a
-/// resource at the host root) covers every path.
+/// Whether `path` is `prefix` or below it, ASCII letters compared case-insensitively (Express,
+/// ASP.NET and other upstreams route `/MCP` to their `/mcp` handler). `prefix` has no trailing
+/// slash; an empty prefix (a resource at the host root) covers every path.
 pub fn is_under(path: &str, prefix: &str) -> bool {
-    match path.strip_prefix(prefix) {
-        Some(rest) => rest.is_empty() || rest.starts_with('/'),
-        None => false,
+    let (path, prefix) = (path.as_bytes(), prefix.as_bytes());
+    match path.get(..prefix.len()) {
+        Some(head) if head.eq_ignore_ascii_case(prefix) => {
+            path.get(prefix.len()).is_none_or(|next| *next == b'/')
+        }
+        _ => false,
     }
+}
+
+/// `path` with the three non-ASCII letters whose case mapping is an ASCII letter replaced by
+/// that letter (`ſ` U+017F and `ı` U+0131 upper-case to `S` and `I`, the Kelvin sign U+212A
+/// lower-cases to `k`), so a case-insensitive upstream's `/mcſ`-style spellings of a protected
+/// ASCII path are recognized too. Resource paths are ASCII, so nothing else can match them.
+pub fn fold_case_lookalikes(path: &str) -> Cow<'_, str> {
+    if path.is_ascii() {
+        return Cow::Borrowed(path);
+    }
+    Cow::Owned(
+        path.chars()
+            .map(|c| match c {
+                '\u{17F}' => 's',
+                '\u{131}' => 'i',
+                '\u{212A}' => 'k',
+                other => other,
+            })
+            .collect(),
+    )
 }
 
 #[cfg(test)]
@@ -291,6 +315,17 @@ mod tests {
         assert!(is_under("/mcp/x", "/mcp"));
         assert!(!is_under("/mcpx", "/mcp"));
         assert!(!is_under("/", "/mcp"));
+        assert!(is_under("/MCP", "/mcp"));
+        assert!(is_under("/Mcp/", "/mcp"));
+        assert!(is_under("/mcp/X", "/MCP"));
+        assert!(!is_under("/MCPX", "/mcp"));
+        assert!(!is_under("/m\u{e9}", "/mcp"));
+        assert_eq!(fold_case_lookalikes("/mcp"), "/mcp");
+        assert!(is_under(&fold_case_lookalikes("/tool\u{17F}"), "/tools"));
+        assert!(is_under(
+            &fold_case_lookalikes("/\u{131}d/\u{212A}"),
+            "/id/k"
+        ));
         assert!(is_under("/anything", ""));
         assert!(is_under("/", ""));
     }

@@ -8,7 +8,7 @@ pub struct HttpUrl {
     pub scheme: String,
     /// `host[:port]` exactly as written.
     pub authority: String,
-    /// Host, lower-cased, without brackets' content changed (IPv6 stays bracketed).
+    /// Host, lower-cased and without a trailing dot (IPv6 stays bracketed).
     pub host: String,
     /// The explicit port, or the scheme's default.
     pub port: u16,
@@ -83,15 +83,28 @@ impl HttpUrl {
         format!("{}://{}", self.scheme, self.authority)
     }
 
-    /// Whether a request's `:authority` names this URL's host and port (host case-insensitive,
-    /// a missing port meaning the scheme's default).
+    /// Whether a request's `:authority` names this URL's host and port, both normalized as
+    /// [`normalize_authority`] does.
     pub fn matches_authority(&self, authority: &str) -> bool {
-        let default_port = if self.scheme == "https" { 443 } else { 80 };
-        match split_host_port(authority, default_port) {
-            Ok((host, port)) => host == self.host && port == self.port,
-            Err(_) => false,
+        normalize_authority(authority, self.default_port())
+            .is_some_and(|(host, port)| host == self.host && port == self.port)
+    }
+
+    /// The scheme's default port (RFC 9110 §4.2).
+    pub fn default_port(&self) -> u16 {
+        if self.scheme == "https" {
+            443
+        } else {
+            80
         }
     }
+}
+
+/// A request's `:authority` as `(host, port)`: the host lower-cased and without the trailing
+/// dot of a fully qualified name (`localhost.` is `localhost`), the port made explicit
+/// (`default_port` when absent). `None` when it is not `host[:port]`.
+pub fn normalize_authority(authority: &str, default_port: u16) -> Option<(String, u16)> {
+    split_host_port(authority, default_port).ok()
 }
 
 fn split_host_port(authority: &str, default_port: u16) -> Result<(String, u16), UrlError> {
@@ -112,7 +125,12 @@ fn split_host_port(authority: &str, default_port: u16) -> Result<(String, u16), 
             None => (authority, None),
         }
     };
-    if host.is_empty() {
+    // A fully qualified name's trailing dot names the same host (RFC 1034 §3.1).
+    let host = match host.strip_suffix('.') {
+        Some(stripped) if !host.starts_with('[') => stripped,
+        _ => host,
+    };
+    if host.is_empty() || host.ends_with('.') {
         return Err(UrlError::NoHost);
     }
     let port = match port {
@@ -174,5 +192,38 @@ mod tests {
         assert!(!u.matches_authority("mcp.example.com:8443"));
         assert!(!u.matches_authority("other.example.com"));
         assert!(!u.matches_authority(""));
+    }
+
+    #[test]
+    fn normalizes_an_authority_before_comparing_it() {
+        let u = HttpUrl::parse("https://MCP.example.com./mcp").unwrap();
+        assert_eq!(u.host, "mcp.example.com");
+        for same in [
+            "mcp.example.com",
+            "MCP.EXAMPLE.COM",
+            "mcp.example.com.",
+            "mcp.example.com.:443",
+            "Mcp.Example.Com:443",
+        ] {
+            assert!(u.matches_authority(same), "{same}");
+        }
+        for other in [
+            "mcp.example.com:80",
+            "mcp.example.com..",
+            ".",
+            "mcp.example.co",
+            ":443",
+        ] {
+            assert!(!u.matches_authority(other), "{other}");
+        }
+        let local = HttpUrl::parse("http://localhost:8000/mcp").unwrap();
+        assert!(local.matches_authority("localhost.:8000"));
+        assert!(!local.matches_authority("localhost"), "port 80 is not 8000");
+        assert_eq!(
+            normalize_authority("[::1]:9000", 80),
+            Some(("[::1]".to_string(), 9000))
+        );
+        assert_eq!(normalize_authority("h.", 443), Some(("h".to_string(), 443)));
+        assert_eq!(normalize_authority("h:x", 443), None);
     }
 }

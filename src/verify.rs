@@ -12,6 +12,7 @@ use crate::config::{Config, IssuerId, ProtectedResource};
 use crate::hostsig::{self, HostVerify};
 use crate::json::{b64url_decode, decode_object, SegmentError};
 use crate::keys::{KeySet, SelectError};
+use crate::reason::Reason;
 use crate::scopes;
 use serde_json::{Map, Value};
 use std::ops::Deref;
@@ -65,6 +66,8 @@ pub enum AuthError {
     Malformed(&'static str),
     Encrypted,
     UnsupportedHeader(&'static str),
+    /// `typ` names another kind of JWT (RFC 8725 §3.11: explicit typing).
+    WrongType,
     AlgNotAllowed,
     IssuerNotAccepted,
     AudienceNotAccepted,
@@ -82,26 +85,32 @@ pub enum AuthError {
 }
 
 impl AuthError {
+    /// Why the request is refused, for counters, logs and the CLI.
+    pub fn reason(&self) -> Reason {
+        match self {
+            AuthError::TooLarge => Reason::TokenTooLarge,
+            AuthError::Syntax(_) => Reason::InvalidRequest,
+            AuthError::Malformed(_) => Reason::MalformedToken,
+            AuthError::Encrypted => Reason::EncryptedToken,
+            AuthError::UnsupportedHeader(_) => Reason::UnsupportedHeader,
+            AuthError::WrongType => Reason::WrongTokenType,
+            AuthError::AlgNotAllowed => Reason::AlgNotAllowed,
+            AuthError::IssuerNotAccepted => Reason::IssuerNotAccepted,
+            AuthError::AudienceNotAccepted => Reason::AudienceNotAccepted,
+            AuthError::MissingExp => Reason::MissingExp,
+            AuthError::Expired => Reason::TokenExpired,
+            AuthError::NotYetValid => Reason::TokenNotYetValid,
+            AuthError::UnknownKid(_) => Reason::UnknownKid,
+            AuthError::AlgMismatch => Reason::AlgKeyMismatch,
+            AuthError::AmbiguousKey(_) => Reason::AmbiguousKey,
+            AuthError::BadSignature => Reason::BadSignature,
+            AuthError::KeysPending(_) => Reason::KeysUnavailable,
+        }
+    }
+
     /// Stable short code for logs and metrics.
     pub fn code(&self) -> &'static str {
-        match self {
-            AuthError::TooLarge => "token_too_large",
-            AuthError::Syntax(_) => "invalid_request",
-            AuthError::Malformed(_) => "malformed_token",
-            AuthError::Encrypted => "encrypted_token",
-            AuthError::UnsupportedHeader(_) => "unsupported_header",
-            AuthError::AlgNotAllowed => "alg_not_allowed",
-            AuthError::IssuerNotAccepted => "issuer_not_accepted",
-            AuthError::AudienceNotAccepted => "audience_not_accepted",
-            AuthError::MissingExp => "missing_exp",
-            AuthError::Expired => "token_expired",
-            AuthError::NotYetValid => "token_not_yet_valid",
-            AuthError::UnknownKid(_) => "unknown_kid",
-            AuthError::AlgMismatch => "alg_key_mismatch",
-            AuthError::AmbiguousKey(_) => "ambiguous_key",
-            AuthError::BadSignature => "bad_signature",
-            AuthError::KeysPending(_) => "keys_unavailable",
-        }
+        self.reason().code()
     }
 
     /// The `error_description`: what failed, never the token.
@@ -112,6 +121,7 @@ impl AuthError {
             AuthError::Malformed(what) => what,
             AuthError::Encrypted => "encrypted (JWE) tokens are not accepted",
             AuthError::UnsupportedHeader(what) => what,
+            AuthError::WrongType => "token is not an access token (typ names another kind of JWT)",
             AuthError::AlgNotAllowed => "signature algorithm not allowed",
             AuthError::IssuerNotAccepted => "issuer not accepted for this resource",
             AuthError::AudienceNotAccepted => {
@@ -236,6 +246,12 @@ pub fn verify(
             "compressed payload (zip) not supported",
         ));
     }
+    match header.get("typ") {
+        None => {}
+        Some(Value::String(typ)) if is_access_token_type(typ) => {}
+        Some(Value::String(_)) => return Err(AuthError::WrongType),
+        Some(_) => return Err(AuthError::Malformed("typ is not a string")),
+    }
     let kid = match header.get("kid") {
         None => None,
         Some(Value::String(k)) => Some(k.as_str()),
@@ -279,6 +295,16 @@ pub fn verify(
         cache.insert(cache_key, signed.clone());
     }
     Ok(VerifiedToken(signed))
+}
+
+/// Whether a `typ` header may belong to an access token: RFC 8725 §3.11 has each kind of JWT
+/// name its own `+jwt` media type, so any `…+jwt` other than `at+jwt` (RFC 9068 §2.1; with or
+/// without `application/`, case-insensitively) is another kind of token (`logout+jwt`,
+/// `secevent+jwt`, `id-token+jwt`); plain `JWT` and anything else stay accepted.
+fn is_access_token_type(typ: &str) -> bool {
+    let lower = typ.to_ascii_lowercase();
+    let subtype = lower.strip_prefix("application/").unwrap_or(&lower);
+    !subtype.ends_with("+jwt") || subtype == "at+jwt"
 }
 
 /// String, number and bool claims become header values; anything with a control character
@@ -521,6 +547,48 @@ pub(crate) mod tests {
             check(&c, &format!("{signed}.AAAA")),
             Err(AuthError::BadSignature)
         );
+    }
+
+    #[test]
+    fn refuses_jwts_typed_as_another_kind_of_token() {
+        let c = base();
+        let typed = |typ: Value| {
+            token(
+                "rsa-a",
+                "RS256",
+                json!({"alg": "RS256", "kid": "rsa-a", "typ": typ}),
+                good_claims(),
+            )
+        };
+        for typ in [
+            "JWT",
+            "jwt",
+            "at+jwt",
+            "AT+JWT",
+            "application/at+jwt",
+            "JOSE",
+        ] {
+            assert!(check(&c, &typed(json!(typ))).is_ok(), "{typ}");
+        }
+        for typ in [
+            "logout+jwt",
+            "secevent+jwt",
+            "application/secevent+jwt",
+            "Logout+JWT",
+            "id-token+jwt",
+            "dpop+jwt",
+        ] {
+            assert_eq!(
+                check(&c, &typed(json!(typ))),
+                Err(AuthError::WrongType),
+                "{typ}"
+            );
+        }
+        assert_eq!(
+            check(&c, &typed(json!(7))),
+            Err(AuthError::Malformed("typ is not a string"))
+        );
+        assert_eq!(AuthError::WrongType.code(), "wrong_token_type");
     }
 
     #[test]

@@ -342,7 +342,7 @@ proptest! {
         if let Ok(c) = Config::from_json(v.to_string().as_bytes()) {
             let ring = KeyRing::new(&c);
             for r in &c.resources {
-                let _ = c.resource_for_path(&r.metadata_path, "mcp.example.com");
+                let _ = mcp_oauth_filter::route::route(&c, &r.metadata_path, "mcp.example.com");
                 let _ = verify("a.b.c", r, &c, &ring, NOW);
             }
         }

@@ -31,6 +31,7 @@ KEEP = {
     "proxy_on_context_create",
     "proxy_on_request_headers",
     "proxy_on_request_body",
+    "proxy_on_request_trailers",  # trailers end a held body: the SDK's default would release it
     "proxy_on_tick",
     "proxy_on_http_call_response",
     "proxy_on_delete",  # the SDK frees the context here: without it every request leaks

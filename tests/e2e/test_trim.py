@@ -18,7 +18,6 @@ PER_REQUEST_CALLBACKS_WE_IGNORE = {
     "proxy_on_response_headers",
     "proxy_on_response_body",
     "proxy_on_response_trailers",
-    "proxy_on_request_trailers",
     "proxy_on_log",
     "proxy_on_done",
 }
@@ -47,6 +46,8 @@ def test_trimming_keeps_every_callback_the_filter_needs_and_is_idempotent(module
     assert exports <= trim_exports.KEEP
     # proxy_on_delete frees each request's context: without it every request would leak.
     assert "proxy_on_delete" in exports
+    # Without its trailers callback the host continues a held request at its trailers.
+    assert "proxy_on_request_trailers" in exports
     again, dropped = trim_exports.trim(trimmed)
     assert again == trimmed and dropped == []
 
