@@ -1,5 +1,5 @@
 """The harness itself, without Envoy: the WWW-Authenticate parser, the token minting, and the
-HTTP/2 client against a scripted server on loopback."""
+HTTP/2 and raw HTTP/1.1 clients against scripted servers on loopback."""
 from __future__ import annotations
 
 import json
@@ -13,7 +13,7 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec, padding
 from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
 
-from harness import h2c, parse_www_authenticate, split_header_list, tokens
+from harness import Client, h2c, parse_www_authenticate, split_header_list, tokens
 
 
 def test_parser_reads_quoted_and_token_params_in_order():
@@ -281,3 +281,116 @@ def test_h2c_splits_a_large_body_at_the_frame_size_and_waits_for_window_updates(
     assert b"".join(f[3] for f in data) == body and reply.status == 200
     assert max(len(f[3]) for f in data) <= h2c.DEFAULT_MAX_FRAME
     assert [f[1] & h2c.END_STREAM for f in data][-1] and not any(f[1] & h2c.END_STREAM for f in data[:-1])
+
+
+# ------------------------------------------------------------------------------------------
+# The raw HTTP/1.1 client, against a recording server on loopback
+
+
+class RecordingH1Server:
+    """Accepts one connection, records each received piece with its arrival time, and answers
+    `response` once the received bytes satisfy `answer_when`."""
+
+    def __init__(self, answer_when, response: bytes = b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok"):
+        self.answer_when = answer_when
+        self.response = response
+        self.pieces: list[tuple[bytes, float]] = []
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self.listener.getsockname()[1]
+        self.thread = threading.Thread(target=self._serve, daemon=True)
+        self.thread.start()
+
+    @property
+    def received(self) -> bytes:
+        return b"".join(piece for piece, _ in self.pieces)
+
+    def _serve(self) -> None:
+        conn, _ = self.listener.accept()
+        with conn:
+            conn.settimeout(10)
+            answered = False
+            try:
+                while True:
+                    if not answered and self.answer_when(self.received):
+                        conn.sendall(self.response)
+                        answered = True
+                    piece = conn.recv(65536)
+                    if not piece:
+                        return
+                    self.pieces.append((piece, time.monotonic()))
+            except OSError:
+                pass
+
+    def close(self) -> None:
+        self.listener.close()
+        self.thread.join(timeout=5)
+
+
+@pytest.fixture
+def h1_server():
+    servers = []
+
+    def make(*args, **kwargs) -> RecordingH1Server:
+        servers.append(RecordingH1Server(*args, **kwargs))
+        return servers[-1]
+
+    yield make
+    for server in servers:
+        server.close()
+
+
+def test_raw_request_writes_each_chunk_separately_then_the_last_chunk_and_trailers(h1_server):
+    server = h1_server(lambda got: got.endswith(b"\r\n\r\n") and b"0\r\n" in got)
+    reply = Client(server.port).raw_request("POST", "/mcp", token="t", headers=[("Content-Type", "application/json")],
+                                            chunks=[b"abc", b"defgh"], delay=0.1, trailers=[("x-trailer", "1")])
+    head, _, rest = server.received.partition(b"\r\n\r\n")
+    lines = head.split(b"\r\n")
+    assert lines[0] == b"POST /mcp HTTP/1.1"
+    assert f"x-test-id: {reply.test_id}".encode() in lines
+    assert b"Authorization: Bearer t" in lines and b"Transfer-Encoding: chunked" in lines
+    assert not [line for line in lines if line.lower().startswith(b"content-length")]
+    assert rest == b"3\r\nabc\r\n5\r\ndefgh\r\n0\r\nx-trailer: 1\r\n\r\n"
+    # Separate writes, delay apart: the headers, each chunk, the last chunk with the trailers.
+    assert [piece for piece, _ in server.pieces[1:]] == [b"3\r\nabc\r\n", b"5\r\ndefgh\r\n", b"0\r\nx-trailer: 1\r\n\r\n"]
+    gaps = [b[1] - a[1] for a, b in zip(server.pieces, server.pieces[1:])]
+    assert all(gap >= 0.09 for gap in gaps), gaps
+    assert (reply.status, reply.body, reply.unsent_chunks) == (200, b"ok", 0)
+
+
+def test_raw_request_sends_headers_then_pauses_then_the_body(h1_server):
+    server = h1_server(lambda got: got.endswith(b"hello"))
+    reply = Client(server.port).raw_request("POST", "/mcp", body=b"hello", pause=0.3)
+    assert b"Content-Length: 5" in server.received.split(b"\r\n")
+    assert server.pieces[-1][0] == b"hello" and server.pieces[-1][1] - server.pieces[0][1] >= 0.29
+    assert reply.status == 200 and reply.elapsed >= 0.3
+
+
+def test_raw_request_stops_sending_once_an_answer_is_readable(h1_server):
+    answer = b"HTTP/1.1 413 Payload Too Large\r\ncontent-length: 0\r\nconnection: close\r\n\r\n"
+    server = h1_server(lambda got: got.endswith(b"\r\n\r\n"), answer)
+    reply = Client(server.port).raw_request("POST", "/mcp", chunks=[b"a", b"b"], delay=0.2)
+    assert reply.status == 413 and reply.unsent_chunks == 3  # two chunks and the last one
+    assert server.received.endswith(b"Transfer-Encoding: chunked\r\n\r\n")
+    server = h1_server(lambda got: got.endswith(b"\r\n\r\n"), answer)
+    reply = Client(server.port).raw_request("POST", "/mcp", body=b"never", pause=0.5)
+    assert reply.status == 413 and reply.unsent_chunks == 1 and b"never" not in server.received
+
+
+def test_raw_request_announces_a_body_it_never_sends_and_keeps_raw_header_bytes(h1_server):
+    server = h1_server(lambda got: got.endswith(b"\r\n\r\n"))
+    reply = Client(server.port).raw_request("POST", "/mcp", content_length=500,
+                                            headers=[("Authorization", b"Bearer a\x00b")])
+    lines = server.received.split(b"\r\n")
+    assert b"Content-Length: 500" in lines and b"Authorization: Bearer a\x00b" in lines
+    assert server.received.endswith(b"\r\n\r\n") and reply.status == 200
+    with pytest.raises(TimeoutError):
+        silent = h1_server(lambda got: False)
+        Client(silent.port).raw_request("POST", "/mcp", content_length=10, timeout=0.3)
+
+
+def test_raw_request_keeps_framing_headers_it_is_given(h1_server):
+    server = h1_server(lambda got: got.endswith(b"0\r\n\r\n"))
+    Client(server.port).raw_request("POST", "/mcp", headers=[("Content-Length", "3"), ("Transfer-Encoding", "chunked")],
+                                    chunks=[b"abc"], delay=0)
+    lines = server.received.split(b"\r\n")
+    assert lines.count(b"Content-Length: 3") == 1 and lines.count(b"Transfer-Encoding: chunked") == 1
