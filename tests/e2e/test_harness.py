@@ -1,5 +1,6 @@
-"""The harness itself, without Envoy: the WWW-Authenticate parser, the token minting, and the
-HTTP/2 and raw HTTP/1.1 clients against scripted servers on loopback."""
+"""The harness itself: the WWW-Authenticate parser, the token minting, the HTTP/2 and raw
+HTTP/1.1 clients against scripted servers on loopback, and the Envoy launcher's options on a
+real Envoy."""
 from __future__ import annotations
 
 import json
@@ -13,7 +14,8 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec, padding
 from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
 
-from harness import Client, h2c, parse_www_authenticate, split_header_list, tokens
+import scenario
+from harness import Client, Envoy, h2c, parse_www_authenticate, split_header_list, tokens
 
 
 def test_parser_reads_quoted_and_token_params_in_order():
@@ -394,3 +396,26 @@ def test_raw_request_keeps_framing_headers_it_is_given(h1_server):
                                     chunks=[b"abc"], delay=0)
     lines = server.received.split(b"\r\n")
     assert lines.count(b"Content-Length: 3") == 1 and lines.count(b"Transfer-Encoding: chunked") == 1
+
+
+# ------------------------------------------------------------------------------------------
+# The Envoy launcher's HTTP/1.1 trailers option, on a real Envoy
+
+
+@pytest.mark.parametrize("enabled", [True, False], ids=["http1_trailers", "default"])
+def test_http1_trailers_option_lets_request_trailers_reach_the_upstream(upstream, wasm_path, enabled):
+    with Envoy(scenario.plugin_config(), upstream.port, wasm_path=wasm_path, concurrency=1,
+               http1_trailers=enabled) as envoy:
+        hcm = envoy.bootstrap["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]["typed_config"]
+        assert ("http_protocol_options" in hcm) == enabled
+        client = Client(envoy.port, upstream)
+        # Outside every resource: only Envoy's codecs decide what happens to the trailers.
+        h1 = client.raw_request("POST", "/elsewhere", chunks=[b"ab", b"cd"], trailers=[("x-trailer", "1")])
+        h2 = h2c.request(envoy.port, "POST", "/elsewhere", chunks=[b"ab", b"cd"], trailers=[("x-trailer", "2")])
+        [seen_h1] = h1.upstream_requests
+        [seen_h2] = upstream.requests_with_test_id(h2.test_id)
+    assert (h1.status, h2.status) == (200, 200)
+    assert seen_h1.body == seen_h2.body == b"abcd"
+    assert seen_h1.trailers == ([("x-trailer", "1")] if enabled else [])
+    assert seen_h2.trailers == ([("x-trailer", "2")] if enabled else [])
+    assert h2.header("content-type") == "application/json" and json.loads(h2.body)["body"] == "abcd"
