@@ -14,21 +14,16 @@ import copy
 import gzip
 import json
 import re
-import select
-import socket
 import time
-import uuid
-from dataclasses import dataclass, field
 
 import pytest
 import yaml
 
 import expect
 import scenario
-from harness import Client, Envoy, Reply, h2c, parse_www_authenticate, start_expecting_failure, tokens
+from harness import Client, Envoy, Reply, h2c, start_expecting_failure, tokens
 from harness.envoy import REPO_ROOT
 from harness.keyserver import KeyServer
-from harness.upstream import TEST_ID_HEADER
 from scenario import MCP_METADATA_URL, MCP_PATH, SUBJECT_HEADER, TOOLS, TOOLS_PATH
 
 TOOLS_METADATA_URL = scenario.TOOLS_METADATA_URL
@@ -160,140 +155,19 @@ def post(client: Client, body, *, token: str | None, path: str = MCP_PATH, heade
 
 
 # ------------------------------------------------------------------------------------------
-# Raw HTTP/1.1 over a socket: chunked bodies sent slowly, headers without their body
+# POSTs written by hand (the harness's raw HTTP/1.1 client): chunked bodies sent slowly,
+# headers without their body
 
 
-@dataclass
-class RawReply:
-    status: int
-    headers: list[tuple[str, str]]
-    body: bytes
-    test_id: str
-    elapsed: float
-    unsent_chunks: int = 0
-    upstream_requests: list = field(default_factory=list)
-
-    def header(self, name: str) -> str | None:
-        for key, value in self.headers:
-            if key == name.lower():
-                return value
-        return None
-
-    def header_values(self, name: str) -> list[str]:
-        return [value for key, value in self.headers if key == name.lower()]
-
-    def json(self):
-        return json.loads(self.body)
-
-    def challenge(self):
-        challenges = parse_www_authenticate(self.header_values("www-authenticate"))
-        assert len(challenges) == 1, challenges
-        return challenges[0]
-
-    def describe(self) -> str:
-        return f"{self.status} headers={self.headers} body={self.body[:300]!r}"
-
-    reason = ""
+JSON_RPC_HEADERS = [("Content-Type", "application/json"), ("Accept", "application/json, text/event-stream")]
 
 
-def _read_response(sock: socket.socket, deadline: float) -> tuple[int, list[tuple[str, str]], bytes]:
-    data = b""
-
-    def more() -> bytes:
-        remaining = deadline - time.monotonic()
-        if remaining <= 0:
-            raise TimeoutError(f"no complete response in time; got {data[:300]!r}")
-        sock.settimeout(remaining)
-        return sock.recv(65536)
-
-    while b"\r\n\r\n" not in data:
-        chunk = more()
-        if not chunk:
-            raise ConnectionError(f"connection closed before a response; got {data!r}")
-        data += chunk
-    head, _, rest = data.partition(b"\r\n\r\n")
-    lines = head.decode("latin-1").split("\r\n")
-    status = int(lines[0].split(" ")[1])
-    headers = []
-    for line in lines[1:]:
-        name, _, value = line.partition(":")
-        headers.append((name.strip().lower(), value.strip()))
-    header_map = dict(headers)
-    if "content-length" in header_map:
-        length = int(header_map["content-length"])
-        while len(rest) < length:
-            chunk = more()
-            if not chunk:
-                break
-            rest += chunk
-        return status, headers, rest[:length]
-    if "chunked" in header_map.get("transfer-encoding", "").lower():
-        while not rest.endswith(b"0\r\n\r\n"):
-            chunk = more()
-            if not chunk:
-                break
-            rest += chunk
-        out, pos = b"", 0
-        while True:
-            end = rest.index(b"\r\n", pos)
-            size = int(rest[pos:end].split(b";")[0], 16)
-            if size == 0:
-                return status, headers, out
-            out += rest[end + 2 : end + 2 + size]
-            pos = end + 2 + size + 2
-    return status, headers, rest  # no body framing (e.g. 204)
-
-
-def raw_request(
-    port: int,
-    *,
-    path: str = MCP_PATH,
-    token: str | None,
-    body_chunks: list[bytes] | None = None,
-    delay: float = 0.02,
-    content_length: int | None = None,
-    timeout: float = 5.0,
-    extra_headers: list[tuple[str, str]] = (),
-) -> RawReply:
-    """POST with `Transfer-Encoding: chunked`, sending `body_chunks` one HTTP chunk each,
-    `delay` apart (each is its own TCP write, so Envoy hands the filter several body calls).
-    With `content_length` instead, sends only the headers (with that `Content-Length`) and no
-    body at all. Stops sending as soon as a response is readable."""
-    test_id = uuid.uuid4().hex
-    lines = [f"POST {path} HTTP/1.1", f"Host: 127.0.0.1:{port}", f"{TEST_ID_HEADER}: {test_id}",
-             "Content-Type: application/json", "Accept: application/json, text/event-stream"]
-    if token is not None:
-        lines.append(f"Authorization: Bearer {token}")
-    lines += [f"{name}: {value}" for name, value in extra_headers]
-    if content_length is not None:
-        lines.append(f"Content-Length: {content_length}")
-    else:
-        lines.append("Transfer-Encoding: chunked")
-    head = ("\r\n".join(lines) + "\r\n\r\n").encode()
-    started = time.monotonic()
-    deadline = started + timeout
-    sock = socket.create_connection(("127.0.0.1", port), timeout=timeout)
-    unsent = 0
-    try:
-        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        sock.sendall(head)
-        if content_length is None:
-            pending = list(body_chunks or []) + [None]  # None: the last chunk
-            while pending:
-                readable, _, _ = select.select([sock], [], [], delay)
-                if readable:
-                    break  # answered early (413): stop sending, read the answer
-                piece = pending.pop(0)
-                frame = b"0\r\n\r\n" if piece is None else f"{len(piece):x}\r\n".encode() + piece + b"\r\n"
-                try:
-                    sock.sendall(frame)
-                except (BrokenPipeError, ConnectionResetError):
-                    break
-            unsent = len(pending)
-        status, headers, body = _read_response(sock, deadline)
-    finally:
-        sock.close()
-    return RawReply(status, headers, body, test_id, time.monotonic() - started, unsent)
+def raw_post(client: Client, *, token: str | None, path: str = MCP_PATH, headers=(), timeout: float = 5.0,
+             **sending) -> Reply:
+    """`Client.raw_request` POST of a JSON-RPC call: `chunks=` (chunked, `delay` apart; stops
+    sending once answered) or `content_length=` (headers announcing a body never sent)."""
+    return client.raw_request("POST", path, token=token, headers=[*JSON_RPC_HEADERS, *headers], timeout=timeout,
+                              **sending)
 
 
 def chunks_of(data: bytes, size: int) -> list[bytes]:
@@ -624,7 +498,7 @@ def test_body_that_is_not_json_rpc_gets_400(gw, body):
 
 def test_chunked_forbidden_call_gets_403_and_upstream_sees_nothing(gw):
     body = body_of(tool_call("delete_all")).encode()
-    reply = raw_request(gw.port, token=mcp_token("mcp:read"), body_chunks=chunks_of(body, 10), delay=0.02)
+    reply = raw_post(gw, token=mcp_token("mcp:read"), chunks=chunks_of(body, 10), delay=0.02)
     assert len(chunks_of(body, 10)) >= 8
     assert reply.unsent_chunks == 0, "the filter answered before the body was complete"
     insufficient_scope(reply, "mcp:read mcp:admin")
@@ -633,7 +507,7 @@ def test_chunked_forbidden_call_gets_403_and_upstream_sees_nothing(gw):
 
 def test_chunked_allowed_call_reaches_the_upstream_whole(gw):
     body = body_of(tool_call("write_file")).encode()
-    reply = raw_request(gw.port, token=mcp_token("mcp:write"), body_chunks=chunks_of(body, 10), delay=0.02)
+    reply = raw_post(gw, token=mcp_token("mcp:write"), chunks=chunks_of(body, 10), delay=0.02)
     assert reply.status == 200, reply.describe()
     seen = gw.upstream.requests_with_test_id(reply.test_id)
     assert len(seen) == 1, seen
@@ -645,7 +519,7 @@ def test_chunked_allowed_call_reaches_the_upstream_whole(gw):
 def test_chunked_batch_split_inside_strings_is_decided_on_the_whole(gw):
     batch = [tool_call("echo", 1), read_resource(id=2), tool_call("delete_all", 3)]
     body = body_of(batch).encode()
-    reply = raw_request(gw.port, token=mcp_token("mcp:write files:read"), body_chunks=chunks_of(body, 7), delay=0.01)
+    reply = raw_post(gw, token=mcp_token("mcp:write files:read"), chunks=chunks_of(body, 7), delay=0.01)
     insufficient_scope(reply, "mcp:read files:read mcp:admin")
     nothing_upstream(gw, reply)
 
@@ -654,16 +528,14 @@ def test_chunked_oversized_body_gets_413(gw):
     message = tool_call("echo")
     message["params"]["arguments"]["text"] = "z" * (2 * MAX_BODY_BYTES)
     body = body_of(message).encode()
-    reply = raw_request(gw.port, token=mcp_token("mcp:admin"), body_chunks=chunks_of(body, 512), delay=0.01)
+    reply = raw_post(gw, token=mcp_token("mcp:admin"), chunks=chunks_of(body, 512), delay=0.01)
     too_large(reply)
     nothing_upstream(gw, reply)
 
 
 def test_chunked_header_mismatch_gets_400(gw):
     body = body_of(tool_call("echo")).encode()
-    reply = raw_request(
-        gw.port, token=mcp_token("mcp:read"), body_chunks=chunks_of(body, 10), extra_headers=[("Mcp-Name", "other")]
-    )
+    reply = raw_post(gw, token=mcp_token("mcp:read"), chunks=chunks_of(body, 10), headers=[("Mcp-Name", "other")])
     invalid_request(reply)
     nothing_upstream(gw, reply)
 
@@ -730,7 +602,7 @@ def test_http2_bodies_are_inspected(gw):
 def test_bad_token_gets_401_without_waiting_for_the_body(gw):
     token = scenario.token(audience="https://elsewhere.example.com/mcp", scope="mcp:admin")
     # Headers announce a body that never comes: the 401 must not wait for it.
-    reply = raw_request(gw.port, token=token, content_length=500, timeout=5.0)
+    reply = raw_post(gw, token=token, content_length=500)
     expect.challenge(
         reply,
         401,
@@ -741,7 +613,7 @@ def test_bad_token_gets_401_without_waiting_for_the_body(gw):
 
 
 def test_missing_token_gets_the_challenge_without_waiting_for_the_body(gw):
-    reply = raw_request(gw.port, token=None, content_length=500, timeout=5.0)
+    reply = raw_post(gw, token=None, content_length=500)
     expect.challenge(reply, 401, [("resource_metadata", MCP_METADATA_URL), ("scope", "mcp:read")])
     assert reply.elapsed < 3.0, f"401 took {reply.elapsed:.2f}s"
     nothing_upstream(gw, reply)
@@ -815,24 +687,6 @@ def test_counters_after_a_known_mix(gw, gw_envoy):
 # Slow clients, with allow_on_headers_stop_iteration
 
 
-def slow_request(port: int, *, token: str, body: bytes, pause: float, timeout: float = 8.0) -> RawReply:
-    """POST with Content-Length: the headers, then `pause` seconds of silence, then the body."""
-    test_id = uuid.uuid4().hex
-    head = (
-        f"POST {MCP_PATH} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n{TEST_ID_HEADER}: {test_id}\r\n"
-        f"Authorization: Bearer {token}\r\nContent-Type: application/json\r\n"
-        f"Content-Length: {len(body)}\r\n\r\n"
-    ).encode()
-    started = time.monotonic()
-    with socket.create_connection(("127.0.0.1", port), timeout=timeout) as sock:
-        sock.sendall(head)
-        readable, _, _ = select.select([sock], [], [], pause)
-        if not readable:
-            sock.sendall(body)
-        status, headers, data = _read_response(sock, started + timeout)
-    return RawReply(status, headers, data, test_id, time.monotonic() - started)
-
-
 class TestSlowClientsWithHeaderHold:
     """With allow_on_headers_stop_iteration the upstream sees nothing of a denied request, in
     whole or in part. A client that is slow to send its body (a mobile network, or on purpose)
@@ -857,20 +711,19 @@ class TestSlowClientsWithHeaderHold:
 
     @staticmethod
     def _stall(client: Client, count: int = 6, seconds: float = 2.0) -> None:
-        """`count` connections (so both workers get some) send the headers of an allowed call
-        with a Content-Length, then nothing for `seconds`, then give up."""
+        """`count` connections at once (so both workers get some) send the headers of an allowed
+        call with a Content-Length, then nothing for `seconds`, then give up."""
         read = mcp_token("mcp:read")
-        stalled = []
-        for _ in range(count):
-            sock = socket.create_connection(("127.0.0.1", client.port), timeout=5.0)
-            sock.sendall(
-                f"POST {MCP_PATH} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {read}\r\n"
-                f"Content-Type: application/json\r\nContent-Length: 200\r\n\r\n".encode()
-            )
-            stalled.append(sock)
-        time.sleep(seconds)
-        for sock in stalled:
-            sock.close()
+
+        def stall(_) -> None:
+            try:
+                client.raw_request("POST", MCP_PATH, token=read, headers=[("Content-Type", "application/json")],
+                                   content_length=200, timeout=seconds)
+            except TimeoutError:
+                pass  # no answer while the body is missing: the stall it was meant to be
+
+        with concurrent.futures.ThreadPoolExecutor(max_workers=count) as pool:
+            list(pool.map(stall, range(count)))
 
     @staticmethod
     def _no_denied_call_leaks(client: Client, count: int = 20) -> None:
@@ -890,7 +743,9 @@ class TestSlowClientsWithHeaderHold:
     def test_slow_body_of_a_denied_call_never_reaches_the_upstream(self, envoys):
         client = self._client(envoys, 58)
         self._warm_up(client)
-        reply = slow_request(client.port, token=mcp_token("mcp:read"), body=body_of(tool_call("delete_all")).encode(), pause=2.0)
+        # The headers, 2 s of silence, then the body.
+        reply = client.raw_request("POST", MCP_PATH, token=mcp_token("mcp:read"), headers=[("Content-Type", "application/json")],
+                                   body=body_of(tool_call("delete_all")), pause=2.0, timeout=8.0)
         insufficient_scope(reply, "mcp:read mcp:admin")
         nothing_upstream(client, reply)
         self._no_denied_call_leaks(client)
@@ -981,18 +836,18 @@ class TestWithoutHeaderHold:
 
     def test_chunked_calls(self, plain):
         body = body_of(tool_call("delete_all")).encode()
-        reply = raw_request(plain.port, token=mcp_token("mcp:read"), body_chunks=chunks_of(body, 10), timeout=5.0)
+        reply = raw_post(plain, token=mcp_token("mcp:read"), chunks=chunks_of(body, 10))
         insufficient_scope(reply, "mcp:read mcp:admin")
         self._body_never_upstream(plain, reply, body)
 
         body = body_of(tool_call("write_file")).encode()
-        reply = raw_request(plain.port, token=mcp_token("mcp:admin"), body_chunks=chunks_of(body, 10), timeout=5.0)
+        reply = raw_post(plain, token=mcp_token("mcp:admin"), chunks=chunks_of(body, 10))
         assert reply.status == 200, reply.describe()
         seen = plain.upstream.requests_with_test_id(reply.test_id)
         assert len(seen) == 1 and seen[0].body == body, seen
 
     def test_bad_token_is_refused_at_the_headers(self, plain):
-        reply = raw_request(plain.port, token="abc", content_length=300, timeout=5.0)
+        reply = raw_post(plain, token="abc", content_length=300)
         assert reply.status == 401, reply.describe()
         assert reply.elapsed < 3.0
         nothing_upstream(plain, reply)
@@ -1130,7 +985,7 @@ def test_istio_ecds_example_wasm_config_runs_in_envoy_through_ecds(upstream, was
             nothing_upstream(client, reply)
             # Chunked and slow: held headers still get the body (allow_on_headers_stop_iteration).
             body = body_of(tool_call("write_file")).encode()
-            reply = raw_request(envoy.port, token=read, body_chunks=chunks_of(body, 10), timeout=5.0)
+            reply = raw_post(client, token=read, chunks=chunks_of(body, 10))
             insufficient_scope(reply, "mcp:read mcp:write")
             nothing_upstream(client, reply)
             body = body_of(tool_call("delete_all"))

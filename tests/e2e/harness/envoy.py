@@ -86,8 +86,8 @@ def _socket_address(host: str, port: int) -> dict:
     return {"socket_address": {"address": host, "port_value": port}}
 
 
-def _static_cluster(name: str, host: str, port: int) -> dict:
-    return {
+def _static_cluster(name: str, host: str, port: int, *, http1_trailers: bool = False) -> dict:
+    cluster = {
         "name": name,
         "type": "STATIC",
         "connect_timeout": "2s",
@@ -96,6 +96,16 @@ def _static_cluster(name: str, host: str, port: int) -> dict:
             "endpoints": [{"lb_endpoints": [{"endpoint": {"address": _socket_address(host, port)}}]}],
         },
     }
+    if http1_trailers:
+        # Envoy drops request trailers towards an HTTP/1.1 upstream unless the cluster's codec
+        # may send them (Http1ProtocolOptions.enable_trailers).
+        cluster["typed_extension_protocol_options"] = {
+            "envoy.extensions.upstreams.http.v3.HttpProtocolOptions": {
+                "@type": "type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions",
+                "explicit_http_config": {"http_protocol_options": {"enable_trailers": True}},
+            }
+        }
+    return cluster
 
 
 def render_bootstrap(
@@ -106,6 +116,7 @@ def render_bootstrap(
     upstream_host: str = "127.0.0.1",
     extra_clusters: list[dict] = (),
     wasm_config_extra: dict | None = None,
+    http1_trailers: bool = False,
 ) -> dict:
     """The Envoy bootstrap: admin and one listener on 127.0.0.1 port 0, HCM (codec AUTO) with the
     wasm filter then the router, every route to cluster `upstream`.
@@ -113,7 +124,11 @@ def render_bootstrap(
     `plugin_config` is the filter's JSON (a dict, or text sent verbatim, e.g. invalid JSON).
     `extra_clusters` are appended (e.g. an authorization server cluster for remote JWKS);
     `wasm_config_extra` is merged into the wasm filter's `config` (e.g.
-    `{"allow_on_headers_stop_iteration": True}`).
+    `{"allow_on_headers_stop_iteration": True}`). `http1_trailers` lets HTTP/1.1 trailers
+    through: `http_protocol_options: {enable_trailers: true}` on the HttpConnectionManager (a
+    chunked request's trailer fields reach the filter chain instead of being dropped by the
+    codec) and the same on the `upstream` cluster's HTTP/1.1 codec (so they reach the echo
+    upstream too).
     """
     wasm_config: dict[str, Any] = {
         "name": WASM_FILTER_NAME,
@@ -133,6 +148,7 @@ def render_bootstrap(
         "@type": "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager",
         "stat_prefix": "ingress",
         "codec_type": "AUTO",
+        **({"http_protocol_options": {"enable_trailers": True}} if http1_trailers else {}),
         "route_config": {
             "name": "local",
             "virtual_hosts": [
@@ -165,7 +181,8 @@ def render_bootstrap(
                     ],
                 }
             ],
-            "clusters": [_static_cluster("upstream", upstream_host, upstream_port), *extra_clusters],
+            "clusters": [_static_cluster("upstream", upstream_host, upstream_port, http1_trailers=http1_trailers),
+                         *extra_clusters],
         },
     }
 

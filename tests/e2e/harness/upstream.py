@@ -37,6 +37,11 @@ class RecordedRequest(HeaderList):
     path: str  # including the query string, exactly as on the request line
     headers: list[tuple[str, str]] = field(default_factory=list)
     body: bytes = b""
+    trailers: list[tuple[str, str]] = field(default_factory=list)  # after a chunked body's last chunk
+
+    def trailer_values(self, name: str) -> list[str]:
+        name = name.lower()
+        return [value for key, value in self.trailers if key == name]
 
     def to_json(self) -> dict:
         return {
@@ -44,6 +49,7 @@ class RecordedRequest(HeaderList):
             "path": self.path,
             "headers": [list(pair) for pair in self.headers],
             "body": self.body.decode("utf-8", "replace"),
+            "trailers": [list(pair) for pair in self.trailers],
         }
 
 
@@ -51,27 +57,31 @@ class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     server: "_Server"
 
-    def _read_body(self) -> bytes:
+    def _read_body(self) -> tuple[bytes, list[tuple[str, str]]]:
+        """The body and, after a chunked one, its trailer fields (RFC 9112 §7.1.2)."""
         if "chunked" in (self.headers.get("transfer-encoding") or "").lower():
-            chunks = []
+            chunks, trailers = [], []
             while True:
                 size_line = self.rfile.readline().split(b";", 1)[0].strip()
                 size = int(size_line or b"0", 16)
                 if size == 0:
-                    while self.rfile.readline() not in (b"\r\n", b"\n", b""):
-                        pass  # trailers
-                    return b"".join(chunks)
+                    while (line := self.rfile.readline()) not in (b"\r\n", b"\n", b""):
+                        name, _, value = line.decode("latin-1").partition(":")
+                        trailers.append((name.strip().lower(), value.strip()))
+                    return b"".join(chunks), trailers
                 chunks.append(self.rfile.read(size))
                 self.rfile.readline()
         length = int(self.headers.get("content-length") or 0)
-        return self.rfile.read(length) if length else b""
+        return (self.rfile.read(length) if length else b""), []
 
     def _handle(self) -> None:
+        body, trailers = self._read_body()
         recorded = RecordedRequest(
             method=self.command,
             path=self.path,
             headers=[(key.lower(), value) for key, value in self.headers.items()],
-            body=self._read_body(),
+            body=body,
+            trailers=trailers,
         )
         self.server.record(recorded)
         payload = json.dumps(recorded.to_json()).encode()
@@ -106,7 +116,7 @@ class EchoUpstream:
     """HTTP/1.1 echo server on 127.0.0.1 (port chosen by the OS); a context manager.
 
     Answers every request 200 `application/json` describing what it got:
-    `{"method", "path", "headers": [[name, value], ...], "body"}`.
+    `{"method", "path", "headers": [[name, value], ...], "body", "trailers": [[name, value], ...]}`.
     """
 
     def __init__(self, host: str = "127.0.0.1"):

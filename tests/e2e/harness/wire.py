@@ -1,9 +1,13 @@
 """Exact requests on the wire, and the parsing needed to judge the answers.
 
-`Client` sends each request on a fresh HTTP/1.1 connection with `http.client`, so the path goes
-out byte for byte (`//mcp`, `/%6Dcp` are not normalized) and repeated headers really repeat. It
-tags every request with a unique `x-test-id` and, given the echo upstream, returns what reached
-the upstream with that id.
+`Client` sends each request on a fresh HTTP/1.1 connection, so the path goes out byte for byte
+(`//mcp`, `/%6Dcp` are not normalized) and repeated headers really repeat. It tags every
+request with a unique `x-test-id` and, given the echo upstream, returns what reached the
+upstream with that id. `Client.request` goes through `http.client`; `Client.raw_request` writes
+the request itself on a socket, for what `http.client` will not send: a chunked body written
+chunk by chunk with pauses and trailer fields after the last chunk (RFC 9112 §7.1), headers
+then a pause then the body, headers announcing a body that never comes, header values as raw
+bytes. Both return a `Reply`.
 
 `parse_www_authenticate` implements the RFC 7235 §4.1 / §2.1 grammar (challenges of
 `auth-scheme [ token68 / #auth-param ]`, params `name=token` or `name="quoted \\" string"`),
@@ -13,6 +17,9 @@ from __future__ import annotations
 
 import http.client
 import json
+import select
+import socket
+import time
 import uuid
 from dataclasses import dataclass, field
 from typing import Any, Iterable, Sequence
@@ -194,6 +201,8 @@ class Reply(HeaderList):
     body: bytes
     test_id: str
     upstream_requests: list[RecordedRequest]
+    elapsed: float = 0.0  # seconds from the first byte sent to the whole response read
+    unsent_chunks: int = 0  # raw_request: pieces not sent because the answer came first
 
     def json(self) -> Any:
         return json.loads(self.body)
@@ -217,7 +226,12 @@ class Reply(HeaderList):
         return f"{self.status} {self.reason} headers={self.headers} body={self.body[:500]!r}"
 
 
-Headers = Sequence[tuple[str, str]] | dict[str, str]
+Headers = Sequence[tuple[str, str | bytes]] | dict[str, str]
+
+
+def _field_line(name: str, value: str | bytes) -> bytes:
+    """`name: value` for a raw request; a str value as UTF-8, bytes verbatim."""
+    return name.encode() + b": " + (value if isinstance(value, bytes) else value.encode())
 
 
 class Client:
@@ -245,6 +259,7 @@ class Client:
         if token is not None:
             header_list.append(("Authorization", f"Bearer {token}"))
         test_id = uuid.uuid4().hex
+        started = time.monotonic()
         conn = http.client.HTTPConnection(self.host, self.port, timeout=self.timeout)
         try:
             conn.putrequest(method, path, skip_host=True, skip_accept_encoding=True)
@@ -262,8 +277,97 @@ class Client:
             status, reason = resp.status, resp.reason
         finally:
             conn.close()
-        seen = self.upstream.requests_with_test_id(test_id) if self.upstream else []
-        return Reply(status, reason, reply_headers, data, test_id, seen)
+        return Reply(status, reason, reply_headers, data, test_id, self._seen(test_id), time.monotonic() - started)
+
+    def _seen(self, test_id: str) -> list[RecordedRequest]:
+        return self.upstream.requests_with_test_id(test_id) if self.upstream else []
 
     def get(self, path: str, **kwargs: Any) -> Reply:
         return self.request("GET", path, **kwargs)
+
+    def raw_request(
+        self,
+        method: str,
+        path: str,
+        *,
+        token: str | None = None,
+        headers: Headers = (),
+        body: bytes | str | None = None,
+        pause: float = 0.0,
+        chunks: Sequence[bytes] | None = None,
+        delay: float = 0.02,
+        trailers: Sequence[tuple[str, str | bytes]] = (),
+        content_length: int | None = None,
+        host_header: str | None = None,
+        timeout: float | None = None,
+    ) -> Reply:
+        """Write `method path HTTP/1.1` and the headers on a fresh socket (one write, TCP_NODELAY),
+        then one of:
+
+        - `chunks`: `Transfer-Encoding: chunked`, each chunk its own write, `delay` seconds
+          before each; then (after `delay`) the last chunk `0`, the `trailers` fields, CRLF;
+        - `body`: `Content-Length: len(body)`, then after `pause` seconds the body in one write;
+        - `content_length` alone: that `Content-Length`, and no body ever (the connection
+          stays open until the answer or `timeout`);
+        - nothing: no body, no framing header.
+
+        Framing headers given in `headers` replace the ones added (to send both
+        `Content-Length` and `Transfer-Encoding`, or a wrong length). Before each write after
+        the headers, sending stops if an answer is already readable (`unsent_chunks` counts
+        the pieces left out, the last chunk included). `token` adds `Authorization: Bearer`;
+        header values may be bytes, sent verbatim (CR, LF, NUL included). The answer is read
+        with `http.client` (raises TimeoutError after `timeout`, default the client's;
+        ConnectionError when the connection is closed without one)."""
+        if body is not None and chunks is not None:
+            raise ValueError("body or chunks, not both")
+        header_list = list(headers.items()) if isinstance(headers, dict) else list(headers)
+        if token is not None:
+            header_list.append(("Authorization", f"Bearer {token}"))
+        payload = body.encode() if isinstance(body, str) else body
+        framing = {name.lower() for name, _ in header_list} & {"content-length", "transfer-encoding"}
+        if not framing:
+            if chunks is not None:
+                header_list.append(("Transfer-Encoding", "chunked"))
+            elif payload is not None:
+                header_list.append(("Content-Length", str(len(payload) if content_length is None else content_length)))
+            elif content_length is not None:
+                header_list.append(("Content-Length", str(content_length)))
+        test_id = uuid.uuid4().hex
+        lines = [f"{method} {path} HTTP/1.1".encode(), f"Host: {host_header or f'{self.host}:{self.port}'}".encode(),
+                 f"{TEST_ID_HEADER}: {test_id}".encode()]
+        lines += [_field_line(name, value) for name, value in header_list]
+        head = b"\r\n".join(lines) + b"\r\n\r\n"
+        # What follows the headers: (seconds to wait first, bytes).
+        pieces: list[tuple[float, bytes]] = []
+        if chunks is not None:
+            pieces = [(delay, f"{len(chunk):x}\r\n".encode() + chunk + b"\r\n") for chunk in chunks]
+            last = b"".join(_field_line(name, value) + b"\r\n" for name, value in trailers)
+            pieces.append((delay, b"0\r\n" + last + b"\r\n"))
+        elif payload is not None:
+            pieces = [(pause, payload)]
+        timeout = self.timeout if timeout is None else timeout
+        started = time.monotonic()
+        unsent = 0
+        with socket.create_connection((self.host, self.port), timeout=timeout) as sock:
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            sock.sendall(head)
+            for i, (wait, data) in enumerate(pieces):
+                readable, _, _ = select.select([sock], [], [], wait)
+                if readable:  # answered early (401, 413, ...): stop sending, read the answer
+                    unsent = len(pieces) - i
+                    break
+                try:
+                    sock.sendall(data)
+                except (BrokenPipeError, ConnectionResetError):
+                    unsent = len(pieces) - i
+                    break
+            sock.settimeout(max(0.001, started + timeout - time.monotonic()))
+            resp = http.client.HTTPResponse(sock, method=method)
+            try:
+                resp.begin()
+                data = resp.read()
+            finally:
+                resp.close()
+        reply_headers = [(key.lower(), value) for key, value in resp.getheaders()]
+        return Reply(resp.status, resp.reason, reply_headers, data, test_id, self._seen(test_id),
+                     time.monotonic() - started, unsent)
