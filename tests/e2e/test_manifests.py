@@ -100,6 +100,14 @@ def test_the_examples_cover_istio_and_envoy_gateway():
     assert (ISTIO / "wasmplugin.yaml").exists()
 
 
+@pytest.mark.parametrize("label,config", plugin_configs(), ids=lambda v: v if isinstance(v, str) else "")
+def test_hosts_that_cannot_hold_headers_for_a_body_say_so(label, config):
+    """WasmPlugin, TrafficExtension and EnvoyExtensionPolicy cannot set Envoy's
+    `allow_on_headers_stop_iteration`: their configurations let headers go first, or a
+    tool-scoped request would wait `body_wait_ms` for a body Envoy never hands over (503)."""
+    assert config.get("hold_headers_for_body") is False, f"{label}: hold_headers_for_body is not false"
+
+
 # ------------------------------------------------------------------------------------ Istio
 
 

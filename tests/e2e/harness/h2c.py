@@ -19,6 +19,7 @@ frame size, and every request gets a unique `x-test-id`, as with `wire.Client`.
 """
 from __future__ import annotations
 
+import json
 import select
 import socket
 import struct
@@ -28,6 +29,7 @@ from dataclasses import dataclass, field
 from typing import Sequence
 
 from .upstream import TEST_ID_HEADER, HeaderList
+from .wire import Challenge, parse_www_authenticate
 
 PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
 DATA, HEADERS, PRIORITY_FRAME, RST_STREAM, SETTINGS, PUSH_PROMISE, PING, GOAWAY, WINDOW_UPDATE, CONTINUATION = range(10)
@@ -72,6 +74,17 @@ class H2Reply(HeaderList):
 
     def describe(self) -> str:
         return f"h2 {self.status} headers={self.headers} body={self.body[:500]!r}"
+
+    def json(self):
+        return json.loads(self.body)
+
+    def challenge(self) -> Challenge:
+        """The single challenge of `WWW-Authenticate` (asserts there is exactly one)."""
+        values = self.header_values("www-authenticate")
+        assert values, f"no WWW-Authenticate in {self.status} response: {self.headers}"
+        challenges = parse_www_authenticate(values)
+        assert len(challenges) == 1, f"expected one challenge, got {challenges}"
+        return challenges[0]
 
 
 # ------------------------------------------------------------------------------------------
