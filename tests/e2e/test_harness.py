@@ -3,6 +3,7 @@ HTTP/1.1 clients against scripted servers on loopback, and the Envoy launcher's 
 real Envoy."""
 from __future__ import annotations
 
+import http.server
 import json
 import socket
 import struct
@@ -15,7 +16,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, padding
 from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
 
 import scenario
-from harness import Client, Envoy, h2c, parse_www_authenticate, split_header_list, tokens
+from harness import COUNTER_FLUSH_SECONDS, Client, Envoy, h2c, parse_www_authenticate, split_header_list, tokens
 
 
 def test_parser_reads_quoted_and_token_params_in_order():
@@ -419,3 +420,50 @@ def test_http1_trailers_option_lets_request_trailers_reach_the_upstream(upstream
     assert seen_h1.trailers == ([("x-trailer", "1")] if enabled else [])
     assert seen_h2.trailers == ([("x-trailer", "2")] if enabled else [])
     assert h2.header("content-type") == "application/json" and json.loads(h2.body)["body"] == "abcd"
+
+
+# ------------------------------------------------------------------------------------------
+# Counter reads wait for the filter's flush
+
+
+class _StubAdmin(http.server.BaseHTTPRequestHandler):
+    pages = {
+        "/stats?filter=mcp_oauth": "wasmcustom.mcp_oauth_requests_allowed: 3\nmcp_oauth_keys_in_use: 2\n"
+                                   "mcp_oauth_histogram: P0(nan,1) P25(nan,2)\n",
+        "/stats/prometheus": "# TYPE mcp_oauth_requests_allowed counter\nmcp_oauth_requests_allowed{} 3\n"
+                             "# TYPE envoy_x gauge\nenvoy_x{a=\"1\"} 1\nenvoy_x{a=\"2\"} 2\nuntyped_one 5\n",
+    }
+
+    def do_GET(self):  # noqa: N802
+        body = self.pages.get(self.path, "").encode()
+        self.send_response(200 if self.path in self.pages else 404)
+        self.send_header("content-length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args):
+        pass
+
+
+def test_stats_reads_wait_for_the_counter_flush_then_parse(tmp_path):
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _StubAdmin)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    envoy = Envoy({}, 1)
+    envoy.admin_port = server.server_address[1]
+    try:
+        for read, want in (
+            (envoy.stats, {"mcp_oauth_requests_allowed": 3, "mcp_oauth_keys_in_use": 2}),
+            (envoy.prometheus, {"mcp_oauth_requests_allowed": ("counter", 3.0), "envoy_x": ("gauge", 3.0),
+                                "untyped_one": ("untyped", 5.0)}),
+            (lambda: envoy.admin_get("/stats?filter=mcp_oauth")[0], 200),
+        ):
+            started = time.monotonic()
+            assert read() == want
+            assert time.monotonic() - started >= COUNTER_FLUSH_SECONDS
+        started = time.monotonic()
+        assert envoy.admin_get("/ready")[0] == 404  # not a stats page: no wait
+        assert time.monotonic() - started < COUNTER_FLUSH_SECONDS
+    finally:
+        envoy.stop()
+        server.shutdown()
+        server.server_close()

@@ -18,7 +18,6 @@ exist at 0 from the start.
 """
 from __future__ import annotations
 
-import re
 import time
 
 import pytest
@@ -27,24 +26,12 @@ import scenario
 from harness import Client, Envoy, tokens
 from harness.keyserver import KeyServer
 
-Sample = tuple[str, str]  # (type, value)
-LINE = re.compile(r"^([A-Za-z_:][A-Za-z0-9_:]*)(\{[^}]*\})?\s+(\S+)$")
-TYPE = re.compile(r"^# TYPE (\S+) (\S+)$")
 MCP, MCP_PATH, META = scenario.MCP, scenario.MCP_PATH, scenario.MCP_METADATA_PATH
 
 
 def scrape(envoy: Envoy) -> dict[str, tuple[str, float]]:
-    """{metric name: (prometheus type, value)} from /stats/prometheus (label-less samples summed)."""
-    status, body = envoy.admin_get("/stats/prometheus")
-    assert status == 200, body[:300]
-    types: dict[str, str] = {}
-    values: dict[str, float] = {}
-    for line in body.splitlines():
-        if m := TYPE.match(line):
-            types[m.group(1)] = m.group(2)
-        elif line and not line.startswith("#") and (m := LINE.match(line)):
-            values[m.group(1)] = values.get(m.group(1), 0.0) + float(m.group(3))
-    return {name: (types.get(name, "untyped"), value) for name, value in values.items()}
+    """{metric name: (prometheus type, value)} from /stats/prometheus, once counters are flushed."""
+    return envoy.prometheus()
 
 
 def mcp_oauth(scraped: dict) -> dict[str, tuple[str, int]]:

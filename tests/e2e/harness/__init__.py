@@ -18,11 +18,22 @@ Typical use::
         assert reply.status == 200 and reply.upstream_requests
 """
 from . import h2c, tokens
-from .envoy import Envoy, EnvoyStartError, StartOutcome, find_envoy_binary, find_wasm, render_bootstrap, start_expecting_failure, validate_config
+from .envoy import (
+    COUNTER_FLUSH_SECONDS,
+    Envoy,
+    EnvoyStartError,
+    StartOutcome,
+    find_envoy_binary,
+    find_wasm,
+    render_bootstrap,
+    start_expecting_failure,
+    validate_config,
+)
 from .upstream import EchoUpstream, RecordedRequest
 from .wire import Challenge, Client, Reply, parse_www_authenticate, split_header_list
 
 __all__ = [
+    "COUNTER_FLUSH_SECONDS",
     "Challenge",
     "Client",
     "EchoUpstream",

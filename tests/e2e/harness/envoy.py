@@ -3,7 +3,13 @@
     with Envoy(plugin_config, upstream_port=upstream.port) as envoy:
         envoy.port            # the listener's real port (bound to port 0, read from admin)
         envoy.stats()         # {"mcp_oauth_requests_allowed": 3, ...} (wasmcustom. prefix dropped)
+        envoy.prometheus()    # {"mcp_oauth_requests_allowed": ("counter", 3.0), ...}
         envoy.log_tail()      # last lines of Envoy's log, for failure messages
+
+Counters may reach Envoy's stats late: the filter may count per worker and flush on a timer
+(every request is in /stats within 1 s of its answer; the filter ticks every 200 ms). So every
+read of an admin `/stats` page (`stats()`, `prometheus()`, `admin_get("/stats...")`) first waits
+`COUNTER_FLUSH_SECONDS`.
 
 `start_expecting_failure(plugin_config, ...)` is for invalid plugin configurations: it returns
 the exit code and the log instead of raising. `validate_config(...)` runs `envoy --mode validate`.
@@ -17,6 +23,7 @@ from __future__ import annotations
 import atexit
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -35,6 +42,10 @@ REPO_ROOT = Path(__file__).resolve().parents[3]
 WASM_RELATIVE = Path("target/wasm32-wasip1/release/mcp_oauth_filter.wasm")
 WASM_FILTER_NAME = "mcp_oauth"
 CUSTOM_STAT_PREFIX = "wasmcustom."
+#: How long a read of /stats waits for the filter's counters to be flushed (see above).
+COUNTER_FLUSH_SECONDS = 0.5
+_PROMETHEUS_SAMPLE = re.compile(r"^([A-Za-z_:][A-Za-z0-9_:]*)(\{[^}]*\})?\s+(\S+)$")
+_PROMETHEUS_TYPE = re.compile(r"^# TYPE (\S+) (\S+)$")
 
 _RUNNING: set["Envoy"] = set()
 
@@ -352,9 +363,12 @@ class Envoy:
         return f"http://127.0.0.1:{self.port}"
 
     def admin_get(self, path: str, timeout: float = 5.0) -> tuple[int, str]:
-        """GET on the admin interface: (status, body)."""
+        """GET on the admin interface: (status, body). A `/stats` page is read only after
+        `COUNTER_FLUSH_SECONDS`, so that it counts every request answered before the call."""
         if self.admin_port is None:
             raise RuntimeError("admin port unknown (envoy not started?)")
+        if path.startswith("/stats"):
+            time.sleep(COUNTER_FLUSH_SECONDS)
         try:
             with urllib.request.urlopen(f"http://127.0.0.1:{self.admin_port}{path}", timeout=timeout) as resp:
                 return resp.status, resp.read().decode("utf-8", "replace")
@@ -381,6 +395,21 @@ class Envoy:
                 name = name[len(CUSTOM_STAT_PREFIX):]
             out[name] = out.get(name, 0) + number
         return out
+
+    def prometheus(self) -> dict[str, tuple[str, float]]:
+        """{metric name: (Prometheus type, value)} from admin `/stats/prometheus`, the samples of
+        a name summed over their labels; a name without `# TYPE` is "untyped"."""
+        status, body = self.admin_get("/stats/prometheus")
+        if status != 200:
+            raise RuntimeError(f"/stats/prometheus answered {status}: {body[:200]}")
+        types: dict[str, str] = {}
+        values: dict[str, float] = {}
+        for line in body.splitlines():
+            if match := _PROMETHEUS_TYPE.match(line):
+                types[match.group(1)] = match.group(2)
+            elif line and not line.startswith("#") and (match := _PROMETHEUS_SAMPLE.match(line)):
+                values[match.group(1)] = values.get(match.group(1), 0.0) + float(match.group(3))
+        return {name: (types.get(name, "untyped"), value) for name, value in values.items()}
 
     def log_text(self) -> str:
         try:
