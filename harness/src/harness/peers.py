@@ -29,8 +29,8 @@ import yaml
 
 from .envoy import Envoy, EnvoyStartError, _static_cluster, render_bootstrap, terminate_group
 
-REPO_ROOT = Path(__file__).resolve().parents[3]
-PEERS = REPO_ROOT / "peers"
+from .paths import PEERS, REPO_ROOT
+
 PY2 = REPO_ROOT / ".venv" / "bin" / "python"
 PY1 = Path(os.environ.get("MCP1_PYTHON") or PEERS / ".venv-mcp1" / "bin" / "python")
 
@@ -375,7 +375,7 @@ def _stop_all() -> None:
         peer.stop(timeout=3)
 
 
-if __name__ == "__main__":  # manual smoke run: python -m harness.peers (from tests/e2e)
+if __name__ == "__main__":  # manual smoke run: .venv/bin/python -m harness.peers
     with AuthServer() as a, McpServer() as m, FilterEnvoy.for_auth_server(a, m.port) as e:
         print(json.dumps({"issuer": a.issuer, "mcp": m.url, "resource": e.resource}), file=sys.stderr)
         print(json.dumps(run_client(py_client_command(PY2, e.resource, "code",

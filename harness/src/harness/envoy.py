@@ -38,8 +38,8 @@ from typing import Any
 
 import yaml
 
-REPO_ROOT = Path(__file__).resolve().parents[3]
-WASM_RELATIVE = Path("target/wasm32-wasip1/release/mcp_oauth_filter.wasm")
+from .paths import REPO_ROOT, WASM_RELATIVE
+
 WASM_FILTER_NAME = "mcp_oauth"
 CUSTOM_STAT_PREFIX = "wasmcustom."
 #: How long a read of /stats waits for the filter's counters to be flushed (see above).
