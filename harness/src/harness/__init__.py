@@ -1,12 +1,19 @@
-"""Wire-test harness for mcp-oauth-filter: a real Envoy running the real .wasm, over loopback.
+"""The Python harness of mcp-oauth-filter: a real Envoy running the real .wasm, over loopback,
+for the wire tests, the benchmark, the demo and the soak test alike.
 
 Modules:
-- `tokens`: mint JWS compact tokens by hand from the fixed keys in `tests/fixtures`
-  (every algorithm the filter accepts, plus the attacks it must refuse).
+- `envoy`: render a bootstrap, start/stop Envoy with the filter, read its stats, memory and log.
 - `upstream`: an echo HTTP/1.1 server that records everything that reaches it.
-- `envoy`: render a bootstrap, start/stop Envoy with the filter, read its stats and log.
-- `wire`: send exact requests (raw paths, repeated headers) and parse `WWW-Authenticate`.
-- `h2c`: one HTTP/2 cleartext request, for header fields HTTP/1.1 would fold together.
+- `wire`: exact HTTP/1.1 requests (`Client.request`; `Client.raw_request` writes them by hand:
+  chunked bodies with pauses and trailers, headers then a pause, raw header bytes) and the
+  `WWW-Authenticate` parser.
+- `h2c`: HTTP/2 cleartext requests (separate repeated fields, DATA in pieces, trailers), with
+  the responses fully decoded.
+- `tokens`: mint JWS compact tokens by hand from the fixed keys in `tests/fixtures`.
+- `keyserver`: a controllable JWKS/discovery server behind an Envoy cluster.
+- `peers`: the authorization server, MCP server and client processes of `peers/`.
+- `processes`: free ports, and child processes stopped by process group (never by name).
+- `wasm`, `paths`: the filter module (find, build, trim exports) and the repository's layout.
 
 Typical use::
 
@@ -17,7 +24,7 @@ Typical use::
         reply = client.request("GET", "/mcp", token=tokens.mint(claims))
         assert reply.status == 200 and reply.upstream_requests
 """
-from . import h2c, tokens
+from . import h2c, processes, tokens
 from .envoy import (
     COUNTER_FLUSH_SECONDS,
     Envoy,
@@ -29,6 +36,8 @@ from .envoy import (
     start_expecting_failure,
     validate_config,
 )
+from .h2c import H2Reply
+from .processes import free_port
 from .upstream import EchoUpstream, RecordedRequest
 from .wire import Challenge, Client, Reply, parse_www_authenticate, split_header_list
 
@@ -39,13 +48,16 @@ __all__ = [
     "EchoUpstream",
     "Envoy",
     "EnvoyStartError",
+    "H2Reply",
     "RecordedRequest",
     "Reply",
     "StartOutcome",
     "find_envoy_binary",
-    "h2c",
     "find_wasm",
+    "free_port",
+    "h2c",
     "parse_www_authenticate",
+    "processes",
     "render_bootstrap",
     "split_header_list",
     "start_expecting_failure",
