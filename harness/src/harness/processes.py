@@ -47,13 +47,14 @@ def spawn(
     *,
     log: Path | None = None,
     stdout: int | IO | None = None,
+    stderr: int | IO | None = None,
     cwd: Path | str | None = None,
     env: dict[str, str] | None = None,
     die_with_parent: bool = False,
     **popen: Any,
 ) -> subprocess.Popen:
-    """Start `command` in a new session, stdin from /dev/null; stderr to `log` (a file,
-    truncated), and stdout too unless `stdout` says otherwise (e.g. `subprocess.PIPE`).
+    """Start `command` in a new session, stdin from /dev/null; stdout and stderr to `log` (a
+    file, truncated) unless `stdout` / `stderr` say otherwise (e.g. `subprocess.PIPE`).
     `die_with_parent` also asks the kernel to SIGTERM it if this process dies without cleaning
     up (start it from the main thread then)."""
     handle = open(log, "wb") if log is not None else None
@@ -62,7 +63,7 @@ def spawn(
             command,
             stdin=subprocess.DEVNULL,
             stdout=handle if stdout is None else stdout,
-            stderr=handle,
+            stderr=handle if stderr is None else stderr,
             cwd=cwd,
             env=env,
             start_new_session=True,
