@@ -1,5 +1,5 @@
-"""SPEC §9: per-tool and per-method scopes, the scope hierarchy, and the JSON-RPC body checks,
-on the wire: the real .wasm in a real Envoy (concurrency 2), judged by what the client gets
+"""Per-tool and per-method scopes, the scope hierarchy, and the JSON-RPC body checks (README,
+MCP-aware authorization), on the wire: the real .wasm in a real Envoy (concurrency 2), judged by what the client gets
 back and by what the echo upstream received (by `x-test-id`).
 
 Most tests run on an Envoy with `allow_on_headers_stop_iteration: true` on the wasm filter: the
@@ -307,7 +307,7 @@ def test_body_just_under_max_body_bytes_is_checked_and_forwarded(gw):
 
 
 def test_default_max_body_bytes_body_of_exactly_one_mib_passes_and_larger_gets_the_json_413(envoys):
-    # max_body_bytes defaults to 1048576 (SPEC §9). Envoy's own default buffer limit is also
+    # max_body_bytes defaults to 1048576 (README, Configuration). Envoy's own default buffer limit is also
     # 1 MiB: the filter's JSON 413 must still be what a client gets for a larger body.
     config = mcp_scopes_config()
     del config["max_body_bytes"]
@@ -541,8 +541,9 @@ def test_counters_after_a_known_mix(gw, gw_envoy):
 
 
 class TestSlowClientsWithHeaderHold:
-    """With allow_on_headers_stop_iteration, SPEC §9 says the upstream sees nothing of a denied
-    request, and SPEC §5 that no denied request reaches it "in whole or in part". A client that
+    """With allow_on_headers_stop_iteration the upstream sees nothing of a denied call (README,
+    MCP-aware authorization), and no denied request reaches it "in whole or in part" (README,
+    Challenges and decisions). A client that
     is slow to send its body (a mobile network, or on purpose) must not change that: neither
     for its own request nor, afterwards, for anybody else's. (The filter's probe for hosts
     without that setting waits ~1 s for a first body chunk; these clients pause 2 s.)"""

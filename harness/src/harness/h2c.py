@@ -238,16 +238,16 @@ class Decoder:
         pos = 0
         while pos < len(block):
             first = block[pos]
-            if first & 0x80:  # §6.1 indexed
+            if first & 0x80:  # RFC 7541 §6.1 indexed
                 index, pos = _read_int(block, pos, 7)
                 fields.append(self._entry(index))
-            elif first & 0xE0 == 0x20:  # §6.3 dynamic table size update
+            elif first & 0xE0 == 0x20:  # RFC 7541 §6.3 dynamic table size update
                 size, pos = _read_int(block, pos, 5)
                 if size > self.max_table_size:
                     raise ValueError(f"table size update to {size} > {self.max_table_size}")
                 self.table_size = size
                 self._evict()
-            else:  # §6.2 literals: with incremental indexing (01), without (0000), never (0001)
+            else:  # RFC 7541 §6.2 literals: with incremental indexing (01), without (0000), never (0001)
                 indexing = bool(first & 0x40)
                 index, pos = _read_int(block, pos, 6 if indexing else 4)
                 if index:
