@@ -412,14 +412,25 @@ def test_http1_trailers_option_lets_request_trailers_reach_the_upstream(upstream
         client = Client(envoy.port, upstream)
         # Outside every resource: only Envoy's codecs decide what happens to the trailers.
         h1 = client.raw_request("POST", "/elsewhere", chunks=[b"ab", b"cd"], trailers=[("x-trailer", "1")])
-        h2 = h2c.request(envoy.port, "POST", "/elsewhere", chunks=[b"ab", b"cd"], trailers=[("x-trailer", "2")])
+        h2 = h2c.request(envoy.port, "POST", "/elsewhere", chunks=[b"ab", b"cd"], trailers=[("x-trailer", "2")],
+                         upstream=upstream)
         [seen_h1] = h1.upstream_requests
-        [seen_h2] = upstream.requests_with_test_id(h2.test_id)
+        [seen_h2] = h2.upstream_requests
     assert (h1.status, h2.status) == (200, 200)
     assert seen_h1.body == seen_h2.body == b"abcd"
     assert seen_h1.trailers == ([("x-trailer", "1")] if enabled else [])
     assert seen_h2.trailers == ([("x-trailer", "2")] if enabled else [])
     assert h2.header("content-type") == "application/json" and json.loads(h2.body)["body"] == "abcd"
+
+
+def test_h2_replies_read_like_http1_replies(envoy, upstream):
+    denied = h2c.request(envoy.port, "GET", scenario.MCP_PATH, upstream=upstream)
+    assert denied.status == 401 and denied.upstream_requests == []
+    assert denied.challenge().get("resource_metadata") == scenario.MCP_METADATA_URL
+    assert denied.json()["error"] == "invalid_token"
+    allowed = h2c.request(envoy.port, "GET", scenario.MCP_PATH, [("authorization", f"Bearer {scenario.token()}")],
+                          upstream=upstream)
+    assert allowed.status == 200 and [r.path for r in allowed.upstream_requests] == [scenario.MCP_PATH]
 
 
 # ------------------------------------------------------------------------------------------
