@@ -12,6 +12,8 @@ Modules:
 - `tokens`: mint JWS compact tokens by hand from the fixed keys in `tests/fixtures`.
 - `keyserver`: a controllable JWKS/discovery server behind an Envoy cluster.
 - `peers`: the authorization server, MCP server and client processes of `peers/`.
+- `scenario`: the plugin configurations, tokens and JSON-RPC calls the tests and the soak
+  test share (the tests read it as `import scenario`).
 - `processes`: free ports, and child processes stopped by process group (never by name).
 - `wasm`, `paths`: the filter module (find, build, trim exports) and the repository's layout.
 

@@ -26,14 +26,15 @@ from pathlib import Path
 from typing import Any
 
 from . import processes
-from .envoy import Envoy, render_bootstrap, static_cluster
+from .envoy import Envoy, EnvoyStartError, _static_cluster, render_bootstrap, static_cluster
 from .paths import PEERS, REPO_ROOT
-from .processes import free_port
+from .processes import free_port, terminate_group
 
 __all__ = [
-    "PEERS", "PY1", "PY2", "REPO_ROOT", "AuthServer", "FilterEnvoy", "McpServer", "PeerProcess", "PeerStartError",
-    "free_port", "node22_binary", "node_binary", "peers_installed", "plugin_config", "py_client_command",
-    "run_client", "ts_client_command",
+    "PEERS", "PY1", "PY2", "REPO_ROOT", "AuthServer", "EnvoyStartError", "FilterEnvoy", "McpServer", "PeerProcess",
+    "PeerStartError", "free_port", "node22_binary", "node_binary", "peers_installed", "plugin_config",
+    "py_client_command", "run_client", "terminate_group", "ts_client_command",
+    "_static_cluster",  # imported here before it was public (envoy.static_cluster)
 ]
 
 PY2 = REPO_ROOT / ".venv" / "bin" / "python"
