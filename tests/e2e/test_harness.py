@@ -183,7 +183,7 @@ def _fields(payload: bytes) -> list[tuple[str, str]]:
 def test_h2c_sends_chunks_as_separate_data_frames_then_trailers_with_end_stream(h2_server):
     server = h2_server(_response)
     reply = h2c.request(server.port, "POST", "/mcp", [("Authorization", "Bearer x")],
-                        chunks=[b'{"a":', b'1', b'}'], delay=0.1, trailers=[("X-Trailer", "1")])
+                        chunks=[b'{"a":', b'1', b'}'], delay=0.2, trailers=[("X-Trailer", "1")])
     assert server.preface == h2c.PREFACE
     frames = server.of_stream(1)
     assert [(kind, flags) for kind, flags, *_ in frames] == [
@@ -195,8 +195,9 @@ def test_h2c_sends_chunks_as_separate_data_frames_then_trailers_with_end_stream(
     assert not [name for name, _ in headers if name == "content-length"]
     assert [payload for _, _, _, payload, _ in frames[1:4]] == [b'{"a":', b'1', b'}']
     assert _fields(frames[4][3]) == [("x-trailer", "1")]
+    # delay apart (measured at the server, which may read one late: half the delay is the bound)
     gaps = [b[4] - a[4] for a, b in zip(frames, frames[1:])]
-    assert all(gap >= 0.09 for gap in gaps), gaps
+    assert all(gap >= 0.1 for gap in gaps), gaps
     assert (reply.status, reply.body, reply.unsent_chunks) == (200, b"ok", 0)
 
 
@@ -343,9 +344,9 @@ def h1_server():
 
 
 def test_raw_request_writes_each_chunk_separately_then_the_last_chunk_and_trailers(h1_server):
-    server = h1_server(lambda got: got.endswith(b"\r\n\r\n") and b"0\r\n" in got)
+    server = h1_server(lambda got: got.endswith(b"0\r\nx-trailer: 1\r\n\r\n"))
     reply = Client(server.port).raw_request("POST", "/mcp", token="t", headers=[("Content-Type", "application/json")],
-                                            chunks=[b"abc", b"defgh"], delay=0.1, trailers=[("x-trailer", "1")])
+                                            chunks=[b"abc", b"defgh"], delay=0.2, trailers=[("x-trailer", "1")])
     head, _, rest = server.received.partition(b"\r\n\r\n")
     lines = head.split(b"\r\n")
     assert lines[0] == b"POST /mcp HTTP/1.1"
@@ -356,7 +357,7 @@ def test_raw_request_writes_each_chunk_separately_then_the_last_chunk_and_traile
     # Separate writes, delay apart: the headers, each chunk, the last chunk with the trailers.
     assert [piece for piece, _ in server.pieces[1:]] == [b"3\r\nabc\r\n", b"5\r\ndefgh\r\n", b"0\r\nx-trailer: 1\r\n\r\n"]
     gaps = [b[1] - a[1] for a, b in zip(server.pieces, server.pieces[1:])]
-    assert all(gap >= 0.09 for gap in gaps), gaps
+    assert all(gap >= 0.1 for gap in gaps), gaps
     assert (reply.status, reply.body, reply.unsent_chunks) == (200, b"ok", 0)
 
 
