@@ -15,6 +15,7 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec, padding
 from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
 
+import harness.envoy
 import scenario
 from harness import COUNTER_FLUSH_SECONDS, Client, Envoy, h2c, parse_www_authenticate, split_header_list, tokens
 
@@ -479,3 +480,24 @@ def test_stats_reads_wait_for_the_counter_flush_then_parse(tmp_path):
         envoy.stop()
         server.shutdown()
         server.server_close()
+
+
+def test_an_envoy_whose_chosen_port_was_taken_meanwhile_starts_on_another(upstream, wasm_path, monkeypatch):
+    taken = socket.create_server(("127.0.0.1", 0))
+    picks = iter([taken.getsockname()[1]])
+    real_free_port = harness.envoy.free_port
+    monkeypatch.setattr(harness.envoy, "free_port", lambda: next(picks, None) or real_free_port())
+    rendered = []
+
+    def bootstrap_for(port: int) -> dict:
+        rendered.append(port)
+        return harness.envoy.render_bootstrap(scenario.plugin_config(), upstream.port, wasm_path=wasm_path,
+                                              listen_port=port)
+
+    try:
+        with Envoy(bootstrap_for_port=bootstrap_for, concurrency=1) as envoy:
+            assert rendered[0] == taken.getsockname()[1] and len(rendered) == 2
+            assert envoy.port == envoy.listen_port == rendered[1]
+            assert Client(envoy.port, upstream).get(scenario.MCP_PATH).status == 401
+    finally:
+        taken.close()
