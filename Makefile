@@ -18,6 +18,9 @@ VENV        := .venv
 PY          := $(VENV)/bin/python
 VENV_STAMP  := $(VENV)/.stamp
 PY_REQS     := tests/requirements.txt
+# The harness package (tests, bench, demo, soak import it), installed editable by $(PY_REQS):
+# its code is used in place, only its metadata needs a reinstall.
+HARNESS     := harness/pyproject.toml
 # Real peers for the MCP client / differential / conformance tests and the demo (peers/):
 # npm packages (oidc-provider, the TypeScript MCP SDK, the conformance CLI) from the lockfile,
 # and a second venv with the Python MCP SDK 1.x (.venv has 2.x).
@@ -81,7 +84,7 @@ sys-deps:
 py-deps: $(VENV_STAMP)
 	@:
 
-$(VENV_STAMP): $(PY_REQS)
+$(VENV_STAMP): $(PY_REQS) $(HARNESS)
 	@python3 -c 'import ensurepip' 2>/dev/null || { \
 	  echo "==> installing python3-venv"; \
 	  $(APT) update -qq; $(APT) install -y -qq python3-venv >/dev/null; }

@@ -23,22 +23,24 @@ machine: use more rounds, and repeat.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import shutil
 import statistics
 import sys
 from pathlib import Path
 
-import bench as b
 from harness import tokens as tk
+from harness.envoy import wasm_filter
+from load import Pool, claims, run_wrk, token_pool
+from variants import (CACHE, METADATA_PATH, NOOP_TRIM_WASM, NOOP_WASM, PROTECTED_PATH, bench_listener, bootstrap_of,
+                      plugin_config, probe, reply_rules, start_envoy, trim_noop)
 
 SCENARIOS = {
-    "hot": b.PROTECTED_PATH,
-    "cold": b.PROTECTED_PATH,
-    "forged": b.PROTECTED_PATH,
-    "noauth": b.PROTECTED_PATH,
-    "metadata": b.METADATA_PATH,
+    "hot": PROTECTED_PATH,
+    "cold": PROTECTED_PATH,
+    "forged": PROTECTED_PATH,
+    "noauth": PROTECTED_PATH,
+    "metadata": METADATA_PATH,
 }
 POOLED = ("cold", "forged")
 FLOOR = "noop_trim"
@@ -63,58 +65,49 @@ def main() -> int:
     ap.add_argument("--key", default="rsa-a", choices=sorted(tk.DEFAULT_ALG),
                     help="fixture key that signs the cold/forged pools (default rsa-a: RS256)")
     args = ap.parse_args()
-    if not b.NOOP_WASM.exists():
-        print(f"missing {b.NOOP_WASM}: build bench/noop first", file=sys.stderr)
+    if not NOOP_WASM.exists():
+        print(f"missing {NOOP_WASM}: build bench/noop first", file=sys.stderr)
         return 1
     if not shutil.which("wrk"):
         print("wrk missing: make bench-deps", file=sys.stderr)
         return 1
-    sys.path.insert(0, str(b.REPO / "tools"))
-    import trim_exports
-
-    b.CACHE.mkdir(exist_ok=True)
-    b.NOOP_TRIM_WASM.write_bytes(trim_exports.trim(b.NOOP_WASM.read_bytes())[0])
+    trim_noop()
     wasms = dict(args.variants)
-    config = json.dumps(b.plugin_config(tk.fixture_jwks()))
-
-    def bootstrap(variants: list[str]) -> dict:
-        listeners = [b._listener(FLOOR, [b._wasm_filter("bench_noop_trim", b.NOOP_TRIM_WASM, "")])]
-        if REPLY in variants:
-            listeners.append(b._listener(REPLY, [b._wasm_filter("bench_reply", b.NOOP_TRIM_WASM, b.reply_rules())]))
-        listeners += [b._listener(n, [b._wasm_filter(f"ab_{n}", p, config)]) for n, p in wasms.items()]
-        return {"admin": {"address": b._addr(0)}, "static_resources": {"listeners": listeners}}
-
-    b.bootstrap = bootstrap
+    config = plugin_config(tk.fixture_jwks())
     # Where ours answers itself, the local-reply floor (bench.py's `reply`) is measured too.
     names = [FLOOR, *([REPLY] if args.scenario in ("noauth", "metadata") else []), *wasms]
+    listeners = [bench_listener(FLOOR, [wasm_filter("", name="bench_noop_trim", wasm_path=NOOP_TRIM_WASM)])]
+    if REPLY in names:
+        listeners.append(bench_listener(REPLY, [wasm_filter(reply_rules(), name="bench_reply", wasm_path=NOOP_TRIM_WASM)]))
+    listeners += [bench_listener(n, [wasm_filter(config, name=f"ab_{n}", wasm_path=p)]) for n, p in wasms.items()]
     path = SCENARIOS[args.scenario]
-    pools: dict[str, b.Pool | None] = dict.fromkeys(names)
+    pools: dict[str, Pool | None] = dict.fromkeys(names)
     token = None
     if args.scenario == "hot":
         # One token for every request, as a one-line pool (what bench.py does).
-        hot = b.CACHE / "ab-hot.txt"
-        token = tk.mint(b._claims(0, "hot"), key="rsa-a")
+        hot = CACHE / "ab-hot.txt"
+        token = tk.mint(claims(0, "hot"), key="rsa-a")
         hot.write_text(token + "\n")
-        pools = {n: b.Pool(hot) for n in names}
+        pools = {n: Pool(hot) for n in names}
     elif args.scenario in POOLED:
         # One pool file, a separate cursor per listener, each starting at its own share, so no
         # listener's cache sees a token twice.
-        whole = b.token_pool(args.scenario, args.key, 200_000, max(1, os.cpu_count() or 1))
+        whole = token_pool(args.scenario, args.key, 200_000, max(1, os.cpu_count() or 1))
         for i, n in enumerate(names):
-            pools[n] = b.Pool(whole.path)
+            pools[n] = Pool(whole.path)
             pools[n].cursor = i * len(whole) // len(names)
-    envoy = b.EnvoyProc(names, "ab").start()
+    envoy = start_envoy(bootstrap_of(listeners))
     cpu: dict[str, list[float]] = {n: [] for n in names}
     non2xx: dict[str, int] = dict.fromkeys(names, 0)
 
     def run(n: str, seconds: int) -> float:
-        out = b.run_wrk(envoy.ports[n], path, pools[n], seconds, 4, envoy)
+        out = run_wrk(envoy.ports[n], path, pools[n], seconds, 4, envoy)
         non2xx[n] += out["errors_status"]
         return out["cpu_us"]
 
     try:
         for n in names:  # check each answers as expected, then warm it up
-            print(f"{n}: {b.probe(envoy.ports[n], path, token)}", flush=True)
+            print(f"{n}: {probe(envoy.ports[n], path, token)}", flush=True)
             run(n, 1)
         for r in range(args.rounds):
             for n in names[r % len(names):] + names[: r % len(names)]:

@@ -33,21 +33,16 @@ import os
 import pathlib
 import signal
 import sys
-import tempfile
 import time
+import urllib.parse
 from dataclasses import dataclass
 
 import yaml
 
-HERE = pathlib.Path(__file__).resolve().parent
-REPO = HERE.parent
-sys.path[:0] = [str(HERE), str(REPO / "tests" / "e2e")]
-
-from harness import find_envoy_binary, find_wasm  # noqa: E402
-from harness.envoy import _static_cluster  # noqa: E402
-from harness.peers import PY2, AuthServer, McpServer, PeerStartError, peers_installed, py_client_command, run_client  # noqa: E402
-
-import stack  # noqa: E402  (demo/stack.py: ports, bootstrap rendering, Envoy process)
+from harness import Envoy, EnvoyStartError, find_wasm
+from harness.envoy import static_cluster, wasm_configs
+from harness.paths import REPO_ROOT as REPO
+from harness.peers import PY2, AuthServer, McpServer, PeerStartError, peers_installed, py_client_command, run_client
 
 # ------------------------------------------------------------------------------ presentation
 
@@ -143,7 +138,7 @@ class Walkthrough:
 
     def step_resource_metadata(self) -> None:
         heading(2, "It follows resource_metadata: Protected Resource Metadata (RFC 9728)")
-        url = stack.metadata_url(self.resource)
+        url = metadata_url(self.resource)
         step = self.find(lambda s: s["url"] == url)
         if step:
             print(f"   {bold('→')} GET {url}   (answered by the filter itself)")
@@ -237,16 +232,40 @@ class Walkthrough:
 # ------------------------------------------------------------------------------------ Envoy
 
 
-def render_envoy(template: pathlib.Path, wasm: pathlib.Path, *, proxy_port: int, admin_port: int,
-                 upstream_port: int, auth: AuthServer, resource: str) -> dict:
-    """envoy/envoy.yaml with this run's ports and resource, plus the authorization server: its
-    issuer in the plugin configuration (keys from its jwks_uri, fetched through the new
-    `auth_server` cluster) instead of the file's inline test keys."""
-    bootstrap = stack.render_bootstrap(template, wasm, proxy_port=proxy_port, upstream_port=upstream_port,
-                                       admin_port=admin_port, resource=resource)
-    bootstrap["static_resources"]["clusters"].append(_static_cluster("auth_server", "127.0.0.1", auth.port))
-    for config in stack._wasm_configs(bootstrap):
+def metadata_url(resource: str) -> str:
+    """RFC 9728 §3.1: the well-known segment goes between the host and the resource's path."""
+    parts = urllib.parse.urlsplit(resource)
+    path = parts.path.rstrip("/") if parts.path != "/" else ""
+    return f"{parts.scheme}://{parts.netloc}/.well-known/oauth-protected-resource{path}"
+
+
+def render_envoy(template: pathlib.Path, wasm: pathlib.Path, *, proxy_port: int, upstream_port: int,
+                 auth: AuthServer) -> dict:
+    """envoy/envoy.yaml with this run's ports, the absolute .wasm path, the resource URL clients
+    will use (the filter compares it byte for byte with the token's audience and builds the
+    metadata URL from it), and the authorization server: its issuer in the plugin configuration
+    (keys from its jwks_uri, fetched through the new `auth_server` cluster) instead of the file's
+    inline test keys. The admin port becomes 0: the launcher reads the one Envoy picked."""
+    bootstrap = yaml.safe_load(template.read_text())
+    bootstrap["admin"]["address"]["socket_address"]["port_value"] = 0
+    listeners = bootstrap["static_resources"]["listeners"]
+    if len(listeners) != 1:
+        raise ValueError(f"{template}: expected one listener, found {len(listeners)}")
+    listeners[0]["address"]["socket_address"]["port_value"] = proxy_port
+    for cluster in bootstrap["static_resources"]["clusters"]:
+        for group in cluster["load_assignment"]["endpoints"]:
+            for endpoint in group["lb_endpoints"]:
+                endpoint["endpoint"]["address"]["socket_address"]["port_value"] = upstream_port
+    bootstrap["static_resources"]["clusters"].append(static_cluster("auth_server", "127.0.0.1", auth.port))
+    configs = list(wasm_configs(bootstrap))
+    if not configs:
+        raise ValueError(f"{template}: no envoy.filters.http.wasm filter")
+    for config in configs:
+        config["vm_config"]["code"]["local"]["filename"] = str(wasm)
         plugin = json.loads(config["configuration"]["value"])
+        if len(plugin["resources"]) != 1:
+            raise ValueError(f"{template}: the demo expects exactly one resource in the plugin config")
+        plugin["resources"][0]["resource"] = f"http://127.0.0.1:{proxy_port}/mcp"
         plugin["resources"][0]["authorization_servers"] = [auth.issuer]
         plugin["resources"][0]["scopes_supported"] = ["mcp:read", "mcp:write", "mcp:admin"]
         plugin["issuers"] = [{"issuer": auth.issuer, "jwks_uri": auth.jwks_uri, "cluster": "auth_server"}]
@@ -280,38 +299,39 @@ def main(argv: list[str]) -> int:
     # SIGTERM (CI, `kill`) takes the same way out as Ctrl-C, so children are always stopped.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
 
-    with tempfile.TemporaryDirectory(prefix="mcp-oauth-demo-") as workdir:
-        proxy_port, admin_port = stack.free_ports(2)
-        resource = f"http://127.0.0.1:{proxy_port}/mcp"
-        print(bold("mcp-oauth-filter demo"))
-        try:
-            auth_cm = AuthServer(subject="demo-user")
-            mcp_cm = McpServer()
-            with auth_cm as auth, mcp_cm as mcp:
-                bootstrap = render_envoy(pathlib.Path(args.config), wasm, proxy_port=proxy_port,
-                                         admin_port=admin_port, upstream_port=mcp.port, auth=auth, resource=resource)
-                config_path = pathlib.Path(workdir) / "envoy.yaml"
-                config_path.write_text(yaml.safe_dump(bootstrap, sort_keys=False))
+    print(bold("mcp-oauth-filter demo"))
+    try:
+        with AuthServer(subject="demo-user") as auth, McpServer() as mcp:
+            # Envoy on a port picked free now: the resource URL in the plugin configuration has it.
+            envoy = Envoy(
+                bootstrap_for_port=lambda port: render_envoy(pathlib.Path(args.config), wasm, proxy_port=port,
+                                                             upstream_port=mcp.port, auth=auth),
+                binary=args.envoy,
+                log_level="warning",
+                extra_args=["--component-log-level", "wasm:info"],  # the filter's own lines, not startup noise
+                die_with_parent=True,  # SIGTERM from the kernel if the demo is killed without cleaning up
+            )
+            try:
+                envoy.start(timeout=60)
+            except EnvoyStartError as err:
+                print(bad(f"Envoy did not start: {err}"), file=sys.stderr)
+                return 1
+            try:
+                resource = f"http://127.0.0.1:{envoy.listen_port}/mcp"
                 print(f"   authorization server (oidc-provider)  {auth.issuer}")
                 print(f"   MCP server (Python mcp SDK, no auth)  {mcp.url}")
                 print(f"   Envoy + mcp-oauth-filter              {resource}")
-                print(f"   Envoy admin                           http://127.0.0.1:{admin_port}/")
-                print(dim(f"   Envoy config                          {config_path} (rendered from {os.path.relpath(args.config, REPO)})"))
-                with stack.EnvoyProcess(config_path, admin_port, pathlib.Path(workdir),
-                                        args.envoy or find_envoy_binary()) as envoy:
-                    try:
-                        envoy.wait_ready(timeout=60)
-                    except stack.EnvoyStartError as err:
-                        print(bad(f"Envoy did not start: {err}"), file=sys.stderr)
-                        print(envoy.log_tail(), file=sys.stderr)
-                        return 1
-                    return walk_and_wait(args, resource, auth, mcp, envoy, admin_port)
-        except PeerStartError as err:
-            print(bad(str(err)), file=sys.stderr)
-            return 1
+                print(f"   Envoy admin                           http://127.0.0.1:{envoy.admin_port}/")
+                print(dim(f"   Envoy config                          {envoy.config_path} (rendered from {os.path.relpath(args.config, REPO)})"))
+                return walk_and_wait(args, resource, auth, mcp, envoy)
+            finally:
+                envoy.stop()
+    except PeerStartError as err:
+        print(bad(str(err)), file=sys.stderr)
+        return 1
 
 
-def walk_and_wait(args, resource: str, auth: AuthServer, mcp: McpServer, envoy: stack.EnvoyProcess, admin_port: int) -> int:
+def walk_and_wait(args, resource: str, auth: AuthServer, mcp: McpServer, envoy: Envoy) -> int:
     print()
     print(bold("A real MCP client (Python mcp SDK 2.x, OAuthClientProvider) connects to ") + resource)
     outcome = run_client(py_client_command(PY2, resource, "code", calls=[("add", {"a": 2, "b": 3}), ("whoami", {})]))
@@ -344,9 +364,9 @@ def walk_and_wait(args, resource: str, auth: AuthServer, mcp: McpServer, envoy: 
     print("   MCP Inspector:  npx @modelcontextprotocol/inspector   → Transport \"Streamable HTTP\", URL above,")
     print("                   then \"Open Auth Settings\" → \"Quick OAuth Flow\" (the server approves as demo-user)")
     print(f"   An IDE (VS Code / Cursor / Claude Code): add an HTTP MCP server with url {resource}")
-    print(f"   curl -i {stack.metadata_url(resource)}")
+    print(f"   curl -i {metadata_url(resource)}")
     print(f"   curl -i -X POST {resource} -H 'content-type: application/json' -d '{{}}'")
-    print(f"   Envoy stats: http://127.0.0.1:{admin_port}/stats?filter=mcp_oauth")
+    print(f"   Envoy stats: http://127.0.0.1:{envoy.admin_port}/stats?filter=mcp_oauth")
     try:
         while True:
             for name, process in (("Envoy", envoy.process), ("authorization server", auth.process),

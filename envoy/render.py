@@ -14,17 +14,7 @@ import sys
 
 import yaml
 
-
-def wasm_configs(node):
-    """Every `config` of an envoy.filters.http.wasm filter, wherever it sits in the bootstrap."""
-    if isinstance(node, dict):
-        if node.get("name") == "envoy.filters.http.wasm":
-            yield node["typed_config"]["config"]
-        for value in node.values():
-            yield from wasm_configs(value)
-    elif isinstance(node, list):
-        for value in node:
-            yield from wasm_configs(value)
+from harness.envoy import wasm_configs
 
 
 def main() -> int:

@@ -42,14 +42,12 @@ import time
 from collections import Counter
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "tests" / "e2e"))
+from harness import Client, EchoUpstream, Envoy, processes, scenario, tokens
+from harness.envoy import direct_response_route
+from harness.paths import REPO_ROOT
+from harness.wasm import build_wasm, find_wasm
 
-import scenario  # noqa: E402
-from harness import Client, EchoUpstream, Envoy, tokens  # noqa: E402
-from harness.envoy import build_wasm, find_wasm  # noqa: E402
-
-LUA = ROOT / "soak" / "mix.lua"
+LUA = REPO_ROOT / "soak" / "mix.lua"
 STAT_PREFIX = "soak"
 WRK_THREADS, WRK_CONNECTIONS = 2, 16
 FAILURE_LOG = re.compile(r"panicked|RuntimeError|wasm trap|Uncaught|VM .*fail|crash", re.IGNORECASE)
@@ -131,26 +129,14 @@ class Sampler(threading.Thread):
             self.stop_event.wait(max(0.0, self.interval - (time.monotonic() - started)))
 
 
-def rss_bytes(pid: int) -> int:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) * 1024
-    return 0
-
-
 def memory_sample(envoy: Envoy, t: float) -> dict:
-    status, body = envoy.admin_get("/memory")
-    allocated = int(json.loads(body)["allocated"]) if status == 200 else -1
-    return {"t": round(t, 1), "allocated": allocated, "rss": rss_bytes(envoy.process.pid)}
+    """Envoy's heap (admin /memory `allocated`, -1 if unreadable) and the process RSS."""
+    memory = envoy.memory()
+    return {"t": round(t, 1), "allocated": memory.get("allocated", -1), "rss": memory["rss"]}
 
 
 def envoy_counter(envoy: Envoy, name: str) -> int:
-    status, body = envoy.admin_get(f"/stats?filter=^{re.escape(name)}$")
-    for line in body.splitlines():
-        key, _, value = line.partition(": ")
-        if key.strip() == name:
-            return int(value)
-    return 0
+    return envoy.stats(f"^{re.escape(name)}$").get(name, 0)
 
 
 def wasm_stats(envoy: Envoy) -> dict[str, int]:
@@ -197,15 +183,8 @@ def main() -> int:
     ))
 
     with EchoUpstream() as upstream:
-        envoy = Envoy(scenario.plugin_config(), upstream.port, wasm_path=wasm, concurrency=2)
-        hcm = envoy.bootstrap["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]["typed_config"]
-        hcm["stat_prefix"] = STAT_PREFIX
-        hcm["route_config"]["virtual_hosts"][0]["routes"] = [
-            {"match": {"prefix": "/"}, "direct_response": {"status": 200, "body": {"inline_string": "upstream-ok"}}}
-        ]
-        import yaml
-
-        envoy.config_path.write_text(yaml.safe_dump(envoy.bootstrap, sort_keys=False))
+        envoy = Envoy(scenario.plugin_config(), upstream.port, wasm_path=wasm, concurrency=2, stat_prefix=STAT_PREFIX,
+                      routes=[direct_response_route("upstream-ok")])
         envoy.start()
         try:
             # Every kind answers right before the load starts (else the soak proves nothing).
@@ -226,7 +205,7 @@ def main() -> int:
             print(f"soak: {duration} s, Envoy --concurrency 2 on {envoy.url}, wrk {WRK_THREADS} threads "
                   f"{WRK_CONNECTIONS} connections, 6 request kinds; sampler every 0.5 s", flush=True)
             started = time.monotonic()
-            wrk = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+            wrk = processes.spawn(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
             sampler.start()
             next_sample = 5.0
             while wrk.poll() is None:
@@ -239,6 +218,7 @@ def main() -> int:
             sampler.stop_event.set()
             sampler.join(timeout=15)
             output = wrk.stdout.read()
+            processes.stop(wrk)
             if wrk.returncode != 0:
                 violations.append(f"wrk exited {wrk.returncode}:\n{output}")
             result = parse_wrk(output)

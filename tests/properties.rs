@@ -468,7 +468,7 @@ fn a_joined_credential_with_multibyte_text_is_not_a_panic() {
 }
 
 /// Regression: `%+2` was once read as the escape `%02` (`u8::from_str_radix` accepts a leading
-/// `+`); a broken escape must make the path `Ambiguous` (SPEC §3).
+/// `+`); a broken escape must make the path `Ambiguous` (README, Which requests are checked).
 #[test]
 fn a_percent_not_followed_by_two_hex_digits_is_ambiguous() {
     for raw in ["/mcp%+2x", "/%+0/../mcp", "/a%+f"] {

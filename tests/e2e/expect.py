@@ -1,11 +1,17 @@
-"""Assertions shared by the wire tests (SPEC §5 challenge shapes, "the upstream saw nothing")."""
+"""Assertions shared by the wire tests: the challenge shapes (README, Challenges and decisions;
+RFC 6750 §3), "the upstream saw nothing", the answers of the body checks (README, MCP-aware
+authorization)."""
 from __future__ import annotations
 
-from harness import Reply
+import time
+
+from harness import Client, Reply
+from harness.scenario import MCP_METADATA_URL, SUBJECT_HEADER
 
 
 def not_forwarded(reply: Reply) -> None:
-    """SPEC §5: no denied request reaches the upstream, in whole or in part."""
+    """No denied request reaches the upstream, in whole or in part (README, Challenges and
+    decisions)."""
     assert not reply.upstream_requests, f"upstream received a request that should have been stopped: {reply.upstream_requests}"
 
 
@@ -49,7 +55,8 @@ def does_not_echo_token(text: str, token: str) -> None:
 
 
 def invalid_token(reply: Reply, token: str, metadata_url: str, required_scope: str) -> None:
-    """A 401 `invalid_token` challenge (SPEC §5, in order) and JSON body, neither echoing the token."""
+    """A 401 `invalid_token` challenge (its parameters in the README's order) and JSON body,
+    neither echoing the token."""
     params = challenge(
         reply,
         401,
@@ -63,3 +70,52 @@ def invalid_token(reply: Reply, token: str, metadata_url: str, required_scope: s
     description = error_body(reply, "invalid_token")
     does_not_echo_token(params["error_description"], token)
     does_not_echo_token(description, token)
+
+
+# ------------------------------------------------------------------------------------------
+# Body checks (README, MCP-aware authorization)
+
+
+def settled_upstream(client: Client, test_id: str, settle: float = 0.25):
+    """What the upstream received for `test_id`, after a short pause: a request the filter let
+    through by mistake is only recorded once the upstream gave up reading its body."""
+    time.sleep(settle)
+    return client.upstream.requests_with_test_id(test_id)
+
+
+def nothing_upstream(client: Client, reply) -> None:
+    seen = settled_upstream(client, reply.test_id)
+    assert not seen, f"upstream received (part of) a denied request: {[r.to_json() for r in seen]}"
+
+
+def forwarded_with_body(reply: Reply, body: str | bytes):
+    seen = forwarded_once(reply)
+    sent = body.encode() if isinstance(body, str) else body
+    assert seen.body == sent, f"upstream got body {seen.body!r}, client sent {sent!r}"
+    # The header edits of an allowed request apply on this path too (README, Configuration defaults).
+    assert seen.header_values("authorization") == [], seen.headers
+    assert seen.header_values(SUBJECT_HEADER) == ["user-123"], seen.headers
+    return seen
+
+
+def insufficient_scope(reply, scope: str, metadata_url: str = MCP_METADATA_URL) -> None:
+    challenge(
+        reply,
+        403,
+        [("error", "insufficient_scope"), ("scope", scope), ("resource_metadata", metadata_url), ("error_description", None)],
+    )
+    error_body(reply, "insufficient_scope")
+
+
+def invalid_request(reply, metadata_url: str = MCP_METADATA_URL) -> None:
+    challenge(reply, 400, [("error", "invalid_request"), ("error_description", None), ("resource_metadata", metadata_url)])
+    error_body(reply, "invalid_request")
+
+
+def too_large(reply) -> None:
+    assert reply.status == 413, reply.describe()
+    content_type = (reply.header("content-type") or "").split(";")[0].strip().lower()
+    assert content_type == "application/json", reply.describe()
+    payload = reply.json()
+    assert isinstance(payload.get("error"), str) and payload["error"], reply.describe()
+    assert isinstance(payload.get("error_description"), str) and payload["error_description"], reply.describe()

@@ -1,4 +1,6 @@
-"""SPEC §5 last row and §2 header handling: what a valid request looks like at the upstream."""
+"""What a valid request looks like at the upstream: the "forwarded" row of the README's decision
+table (Challenges and decisions) and the header handling of its Configuration section
+(`claims_to_headers`, `forward_authorization`)."""
 from __future__ import annotations
 
 import pytest

@@ -1,4 +1,4 @@
-"""Attack matrix (SPEC §5, RFC 8725): forged, confused and malformed tokens through a real Envoy
+"""Attack matrix (README, Challenges and decisions; RFC 8725): forged, confused and malformed tokens through a real Envoy
 (concurrency 2). Every attack must get `401` with a single `Bearer error="invalid_token"`
 challenge (and a JSON `invalid_token` body), and the echo upstream must see nothing of it
 (`x-test-id`). A few controls (float `exp`, `exp = 1e20`, negative `nbf`, tokens at
@@ -20,7 +20,8 @@ Documented decisions:
 - `exp: 1e20` (and the integer 10^20) is a far-future but valid NumericDate (RFC 7519 §2: "a
   JSON numeric value"): asserted 200. `exp: 1e400` is not representable as a finite number: 401.
 - A token that breaks the RFC 6750 `b64token` grammar (whitespace, `=` before the end) is a
-  syntactically broken Bearer credential, for which SPEC §5 prescribes `400 invalid_request`;
+  syntactically broken Bearer credential, for which the README (Challenges and decisions)
+  prescribes `400 invalid_request` (RFC 6750 §3.1);
   those cases accept either that or `401 invalid_token` (each with its full challenge shape).
 - Header values with CR, LF or NUL never reach the filter intact: Envoy's codec rejects them.
   Asserted: a 4xx status (or, on HTTP/2, a reset stream), and nothing upstream.

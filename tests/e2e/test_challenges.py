@@ -1,4 +1,5 @@
-"""SPEC §5: the 400/401/403 decisions and their exact `WWW-Authenticate` challenges."""
+"""The 400/401/403 decisions and their exact `WWW-Authenticate` challenges (README, Challenges
+and decisions; RFC 6750 §3)."""
 from __future__ import annotations
 
 import json

@@ -1,4 +1,4 @@
-"""The `mcp-oauth-filter` command line (SPEC §10): the native binary that shares the core.
+"""The `mcp-oauth-filter` command line (README, Command line): the native binary that shares the core.
 
 Runs the real binary (`cargo build --bin mcp-oauth-filter`) on configuration files and tokens
 and asserts on exit codes and what a person reads.

@@ -1,12 +1,15 @@
-"""SPEC §1/§2: an invalid plugin configuration makes Envoy refuse the filter, naming the field."""
+"""An invalid plugin configuration makes Envoy refuse the filter, naming the field (README,
+Configuration): every configuration error is found in on_configure, none per request."""
 from __future__ import annotations
 
 import copy
+import re
 
 import pytest
 
 import scenario
 from harness import start_expecting_failure, validate_config
+from scenario import HOLD_HEADERS, mcp_scopes_config
 
 
 def _broken(mutate) -> dict:
@@ -50,3 +53,35 @@ def test_envoy_refuses_plugin_configuration_that_is_not_json(upstream, wasm_path
 def test_envoy_validate_mode_accepts_the_rendered_configuration(upstream, wasm_path):
     result = validate_config(scenario.plugin_config(), upstream.port, wasm_path=wasm_path)
     assert result.returncode == 0, result.stdout[-3000:]
+
+
+# ------------------------------------------------------------------------------------------
+# MCP-aware authorization (README, MCP-aware authorization)
+
+
+CYCLES = {
+    "two-cycle": {"a": ["b"], "b": ["a"]},
+    "self-loop": {"mcp:admin": ["mcp:admin"]},
+    "three-cycle-behind-a-chain": {"mcp:admin": ["x"], "x": ["y"], "y": ["z"], "z": ["x"]},
+}
+
+
+@pytest.mark.parametrize("implies", CYCLES.values(), ids=CYCLES.keys())
+def test_scope_implies_cycle_makes_envoy_refuse_to_start(upstream, wasm_path, implies):
+    config = mcp_scopes_config(scope_implies=implies)
+    outcome = start_expecting_failure(
+        config, upstream.port, wasm_path=wasm_path, timeout=20, wasm_config_extra=HOLD_HEADERS
+    )
+    tail = "\n".join(outcome.log.splitlines()[-25:])
+    assert not outcome.became_ready, f"envoy became ready with a cyclic scope_implies:\n{tail}"
+    assert outcome.exit_code != 0, tail
+    members = "|".join(re.escape(scope) for scope in implies)
+    assert re.search(rf"scope_implies\.({members})\b", outcome.log), f"log does not name scope_implies.<scope>:\n{tail}"
+    assert "cycle" in outcome.log.lower(), f"log does not say cycle:\n{tail}"
+
+
+def test_max_body_bytes_of_zero_is_refused(upstream, wasm_path):
+    outcome = start_expecting_failure(mcp_scopes_config(max_body_bytes=0), upstream.port, wasm_path=wasm_path, timeout=20)
+    tail = "\n".join(outcome.log.splitlines()[-25:])
+    assert not outcome.became_ready and outcome.exit_code != 0, tail
+    assert "max_body_bytes" in outcome.log, tail

@@ -1,4 +1,4 @@
-"""SPEC §6: CORS preflights answered by the filter, and CORS headers on its own responses."""
+"""CORS preflights answered by the filter, and CORS headers on its own responses (README, CORS)."""
 from __future__ import annotations
 
 import pytest

@@ -115,7 +115,7 @@ def test_invalid_tokens(sides, case):
     assert filt["status"] == sdk["status"] == 401
     assert filt["params"]["error"] == sdk["params"]["error"] == "invalid_token"
     assert filt["body_error"] == sdk["body_error"] == "invalid_token"
-    # Intended: the filter also repeats `scope` on invalid_token (SPEC §5), so a client that
+    # Intended: the filter also repeats `scope` on invalid_token (README, Challenges and decisions), so a client that
     # re-authorizes asks for the right scopes; the SDK's challenge has no `scope`.
     assert set(filt["params"]) == {"error", "error_description", "resource_metadata", "scope"}
     assert set(sdk["params"]) == {"error", "error_description", "resource_metadata"}
@@ -155,7 +155,7 @@ def test_metadata_documents(sides):
     assert set(f_doc) - set(s_doc) == {"resource_name"}
     assert set(s_doc) - set(f_doc) == set()
     # Intended: the root /.well-known/oauth-protected-resource answers on the filter when one
-    # resource is configured (SPEC §4, for clients that try the root); the SDK only serves the
+    # resource is configured (README, Protected Resource Metadata; for clients that try the root); the SDK only serves the
     # path-suffixed URL.
     assert get(filt.resource.replace("/mcp", "/.well-known/oauth-protected-resource"))[0] == 200
     assert get(sdk.resource.replace("/mcp", "/.well-known/oauth-protected-resource"))[0] == 404

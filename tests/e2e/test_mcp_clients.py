@@ -4,7 +4,7 @@ One stack per module: `peers/auth-server.mjs` (npm oidc-provider: RFC 8414 metad
 registration, PKCE, client credentials, RFC 9068 JWT access tokens bound to the RFC 8707
 resource), the Python `mcp` MCP server (`peers/mcp_server.py`, no auth of its own), and Envoy
 with the filter, whose keys come from the authorization server's JWKS through the `auth_server`
-cluster (SPEC §7: `jwks_uri` + `cluster`; the expiry test's Envoy uses `cluster` alone, i.e.
+cluster (README, Remote keys: `jwks_uri` + `cluster`; the expiry test's Envoy uses `cluster` alone, i.e.
 discovery). Each client runs as its own process and must end in a real tool result.
 """
 from __future__ import annotations

@@ -1,5 +1,5 @@
-"""SPEC §9: per-tool and per-method scopes, the scope hierarchy, and the JSON-RPC body checks,
-on the wire: the real .wasm in a real Envoy (concurrency 2), judged by what the client gets
+"""Per-tool and per-method scopes, the scope hierarchy, and the JSON-RPC body checks (README,
+MCP-aware authorization), on the wire: the real .wasm in a real Envoy (concurrency 2), judged by what the client gets
 back and by what the echo upstream received (by `x-test-id`).
 
 Most tests run on an Envoy with `allow_on_headers_stop_iteration: true` on the wasm filter: the
@@ -10,168 +10,20 @@ the filter lets the headers go first and still stops a denied request's body.
 from __future__ import annotations
 
 import concurrent.futures
-import copy
 import gzip
 import json
-import re
 import time
 
 import pytest
-import yaml
 
 import expect
 import scenario
-from harness import Client, Envoy, Reply, h2c, start_expecting_failure, tokens
-from harness.envoy import REPO_ROOT
-from harness.keyserver import KeyServer
-from scenario import MCP_METADATA_URL, MCP_PATH, SUBJECT_HEADER, TOOLS, TOOLS_PATH
+from expect import forwarded_with_body, insufficient_scope, invalid_request, nothing_upstream, settled_upstream, too_large
+from harness import Client, h2c, tokens
+from scenario import (HOLD_HEADERS, MAX_BODY_BYTES, MCP_METADATA_URL, MCP_PATH, SUBJECT_HEADER, TOOLS_PATH, body_of,
+                      chunks_of, mcp_scopes_config, mcp_token, post, raw_post, read_resource, rpc, tool_call, tools_token)
 
 TOOLS_METADATA_URL = scenario.TOOLS_METADATA_URL
-MAX_BODY_BYTES = 4096
-HOLD_HEADERS = {"allow_on_headers_stop_iteration": True}
-
-#: /mcp: required mcp:read; tools and methods that need more.
-MCP_TOOL_SCOPES = {
-    "delete_all": ["mcp:admin"],
-    "write_file": ["mcp:write"],
-    "read_notes": ["mcp:read"],  # the same as required: must not appear twice in a challenge
-    "audit_log": ["mcp:read", "audit:view"],
-}
-MCP_METHOD_SCOPES = {"resources/read": ["files:read"], "prompts/get": ["prompts:read"]}
-#: /tools: a method scope for every tools/call, plus a tool scope, to pin the order
-#: required + method + tool (and no duplicates: deploy repeats the method's scope).
-TOOLS_REQUIRED = ["base"]
-TOOLS_METHOD_SCOPES = {"tools/call": ["tools:invoke"]}
-TOOLS_TOOL_SCOPES = {"deploy": ["tools:invoke", "ops:deploy"]}
-SCOPE_IMPLIES = {"mcp:admin": ["mcp:write"], "mcp:write": ["mcp:read"]}
-
-
-def mcp_scopes_config(**top_level) -> dict:
-    config = scenario.plugin_config(scope_implies=copy.deepcopy(SCOPE_IMPLIES), max_body_bytes=MAX_BODY_BYTES)
-    mcp, tools = config["resources"]
-    mcp["scopes_supported"] = ["mcp:read", "mcp:write", "mcp:admin", "files:read", "prompts:read", "audit:view"]
-    mcp["tool_scopes"] = copy.deepcopy(MCP_TOOL_SCOPES)
-    mcp["method_scopes"] = copy.deepcopy(MCP_METHOD_SCOPES)
-    tools["required_scopes"] = list(TOOLS_REQUIRED)
-    tools["method_scopes"] = copy.deepcopy(TOOLS_METHOD_SCOPES)
-    tools["tool_scopes"] = copy.deepcopy(TOOLS_TOOL_SCOPES)
-    config.update(top_level)
-    return config
-
-
-# ------------------------------------------------------------------------------------------
-# JSON-RPC bodies and tokens
-
-
-def rpc(method: str, params: dict | None = None, id: int | None = 1) -> dict:
-    message: dict = {"jsonrpc": "2.0", "method": method}
-    if id is not None:
-        message["id"] = id
-    if params is not None:
-        message["params"] = params
-    return message
-
-
-def tool_call(tool: str, id: int = 1) -> dict:
-    return rpc("tools/call", {"name": tool, "arguments": {"path": "/tmp/x", "text": "hello"}}, id)
-
-
-def read_resource(uri: str = "file:///notes/a.txt", id: int = 1) -> dict:
-    return rpc("resources/read", {"uri": uri}, id)
-
-
-def body_of(message) -> str:
-    return json.dumps(message, separators=(",", ":"))
-
-
-def mcp_token(scope: str | None) -> str:
-    return scenario.token(scope=scope)
-
-
-def tools_token(scope: str | None) -> str:
-    return scenario.token(TOOLS, scope=scope)
-
-
-# ------------------------------------------------------------------------------------------
-# Assertions
-
-
-def settled_upstream(client: Client, test_id: str, settle: float = 0.25):
-    """What the upstream received for `test_id`, after a short pause: a request the filter let
-    through by mistake is only recorded once the upstream gave up reading its body."""
-    time.sleep(settle)
-    return client.upstream.requests_with_test_id(test_id)
-
-
-def nothing_upstream(client: Client, reply) -> None:
-    seen = settled_upstream(client, reply.test_id)
-    assert not seen, f"upstream received (part of) a denied request: {[r.to_json() for r in seen]}"
-
-
-def forwarded_with_body(reply: Reply, body: str | bytes):
-    seen = expect.forwarded_once(reply)
-    sent = body.encode() if isinstance(body, str) else body
-    assert seen.body == sent, f"upstream got body {seen.body!r}, client sent {sent!r}"
-    # The header edits of an allowed request apply on this path too (SPEC §2 defaults).
-    assert seen.header_values("authorization") == [], seen.headers
-    assert seen.header_values(SUBJECT_HEADER) == ["user-123"], seen.headers
-    return seen
-
-
-def insufficient_scope(reply, scope: str, metadata_url: str = MCP_METADATA_URL) -> None:
-    expect.challenge(
-        reply,
-        403,
-        [("error", "insufficient_scope"), ("scope", scope), ("resource_metadata", metadata_url), ("error_description", None)],
-    )
-    expect.error_body(reply, "insufficient_scope")
-
-
-def invalid_request(reply, metadata_url: str = MCP_METADATA_URL) -> None:
-    expect.challenge(
-        reply, 400, [("error", "invalid_request"), ("error_description", None), ("resource_metadata", metadata_url)]
-    )
-    expect.error_body(reply, "invalid_request")
-
-
-def too_large(reply) -> None:
-    assert reply.status == 413, reply.describe()
-    content_type = (reply.header("content-type") or "").split(";")[0].strip().lower()
-    assert content_type == "application/json", reply.describe()
-    payload = reply.json()
-    assert isinstance(payload.get("error"), str) and payload["error"], reply.describe()
-    assert isinstance(payload.get("error_description"), str) and payload["error_description"], reply.describe()
-
-
-def post(client: Client, body, *, token: str | None, path: str = MCP_PATH, headers=()) -> Reply:
-    text = body if isinstance(body, (str, bytes)) else body_of(body)
-    return client.request(
-        "POST",
-        path,
-        token=token,
-        headers=[("Content-Type", "application/json"), ("Accept", "application/json, text/event-stream"), *headers],
-        body=text,
-    )
-
-
-# ------------------------------------------------------------------------------------------
-# POSTs written by hand (the harness's raw HTTP/1.1 client): chunked bodies sent slowly,
-# headers without their body
-
-
-JSON_RPC_HEADERS = [("Content-Type", "application/json"), ("Accept", "application/json, text/event-stream")]
-
-
-def raw_post(client: Client, *, token: str | None, path: str = MCP_PATH, headers=(), timeout: float = 5.0,
-             **sending) -> Reply:
-    """`Client.raw_request` POST of a JSON-RPC call: `chunks=` (chunked, `delay` apart; stops
-    sending once answered) or `content_length=` (headers announcing a body never sent)."""
-    return client.raw_request("POST", path, token=token, headers=[*JSON_RPC_HEADERS, *headers], timeout=timeout,
-                              **sending)
-
-
-def chunks_of(data: bytes, size: int) -> list[bytes]:
-    return [data[i : i + size] for i in range(0, len(data), size)]
 
 
 # ------------------------------------------------------------------------------------------
@@ -454,7 +306,7 @@ def test_body_just_under_max_body_bytes_is_checked_and_forwarded(gw):
 
 
 def test_default_max_body_bytes_body_of_exactly_one_mib_passes_and_larger_gets_the_json_413(envoys):
-    # max_body_bytes defaults to 1048576 (SPEC §9). Envoy's own default buffer limit is also
+    # max_body_bytes defaults to 1048576 (README, Configuration). Envoy's own default buffer limit is also
     # 1 MiB: the filter's JSON 413 must still be what a client gets for a larger body.
     config = mcp_scopes_config()
     del config["max_body_bytes"]
@@ -875,123 +727,3 @@ class TestWithoutHeaderHold:
                 self._body_never_upstream(client, reply, body.encode())
             else:
                 forwarded_with_body(reply, body)
-
-
-# ------------------------------------------------------------------------------------------
-# Invalid configurations
-
-
-CYCLES = {
-    "two-cycle": {"a": ["b"], "b": ["a"]},
-    "self-loop": {"mcp:admin": ["mcp:admin"]},
-    "three-cycle-behind-a-chain": {"mcp:admin": ["x"], "x": ["y"], "y": ["z"], "z": ["x"]},
-}
-
-
-@pytest.mark.parametrize("implies", CYCLES.values(), ids=CYCLES.keys())
-def test_scope_implies_cycle_makes_envoy_refuse_to_start(upstream, wasm_path, implies):
-    config = mcp_scopes_config(scope_implies=implies)
-    outcome = start_expecting_failure(
-        config, upstream.port, wasm_path=wasm_path, timeout=20, wasm_config_extra=HOLD_HEADERS
-    )
-    tail = "\n".join(outcome.log.splitlines()[-25:])
-    assert not outcome.became_ready, f"envoy became ready with a cyclic scope_implies:\n{tail}"
-    assert outcome.exit_code != 0, tail
-    members = "|".join(re.escape(scope) for scope in implies)
-    assert re.search(rf"scope_implies\.({members})\b", outcome.log), f"log does not name scope_implies.<scope>:\n{tail}"
-    assert "cycle" in outcome.log.lower(), f"log does not say cycle:\n{tail}"
-
-
-def test_max_body_bytes_of_zero_is_refused(upstream, wasm_path):
-    outcome = start_expecting_failure(mcp_scopes_config(max_body_bytes=0), upstream.port, wasm_path=wasm_path, timeout=20)
-    tail = "\n".join(outcome.log.splitlines()[-25:])
-    assert not outcome.became_ready and outcome.exit_code != 0, tail
-    assert "max_body_bytes" in outcome.log, tail
-
-
-# ------------------------------------------------------------------------------------------
-# examples/istio/envoyfilter-ecds.yaml: the Wasm config it serves over ECDS really works
-
-
-def _ecds_example():
-    path = REPO_ROOT / "examples" / "istio" / "envoyfilter-ecds.yaml"
-    documents = [doc for doc in yaml.safe_load_all(path.read_text()) if doc]
-    envoy_filter = next(doc for doc in documents if doc["kind"] == "EnvoyFilter")
-    patches = envoy_filter["spec"]["configPatches"]
-    extension = next(p for p in patches if p["applyTo"] == "EXTENSION_CONFIG")["patch"]["value"]
-    http_filter = next(p for p in patches if p["applyTo"] == "HTTP_FILTER")["patch"]["value"]
-    return extension, http_filter
-
-
-def test_istio_ecds_example_is_consistent():
-    extension, http_filter = _ecds_example()
-    wasm_type = "type.googleapis.com/envoy.extensions.filters.http.wasm.v3.Wasm"
-    assert extension["typed_config"]["@type"] == wasm_type
-    config = extension["typed_config"]["config"]
-    assert config["allow_on_headers_stop_iteration"] is True
-    assert config["fail_open"] is False
-    assert config["vm_config"]["runtime"] == "envoy.wasm.runtime.v8"
-    assert config["vm_config"]["code"]["remote"]["http_uri"]["uri"]
-    assert config["configuration"]["@type"] == "type.googleapis.com/google.protobuf.StringValue"
-    plugin = json.loads(config["configuration"]["value"])
-    assert plugin["resources"][0]["tool_scopes"]
-    # The HTTP filter discovers exactly that extension config.
-    assert http_filter["name"] == extension["name"]
-    discovery = http_filter["config_discovery"]
-    assert discovery["type_urls"] == [wasm_type]
-    assert "ads" in discovery["config_source"]
-
-
-def test_istio_ecds_example_wasm_config_runs_in_envoy_through_ecds(upstream, wasm_path):
-    """The example's Wasm config, delivered to a real Envoy by ECDS (from a file here instead
-    of istiod's ADS, and with the local .wasm instead of the remote module the Istio agent
-    would download), with the example's HTTP filter (`config_discovery`) in the chain."""
-    extension, http_filter = _ecds_example()
-    typed_config = copy.deepcopy(extension["typed_config"])
-    typed_config["config"]["vm_config"]["code"] = {"local": {"filename": str(wasm_path)}}
-    plugin = json.loads(typed_config["config"]["configuration"]["value"])
-    cluster_name = plugin["issuers"][0]["cluster"]
-    jwks_path = "/" + plugin["issuers"][0]["jwks_uri"].split("/", 3)[3]
-    with KeyServer() as keys:
-        keys.serve_jwks(jwks_path, ["rsa-a"])
-        envoy = Envoy("{}", upstream.port, wasm_path=wasm_path, extra_clusters=[keys.cluster(cluster_name)])
-        ecds_path = envoy.workdir / "ecds.yaml"
-        ecds_path.write_text(yaml.safe_dump({"resources": [{
-            "@type": "type.googleapis.com/envoy.config.core.v3.TypedExtensionConfig",
-            "name": extension["name"],
-            "typed_config": typed_config,
-        }]}))
-        discovered = copy.deepcopy(http_filter)
-        discovered["config_discovery"]["config_source"] = {
-            "path_config_source": {"path": str(ecds_path)},
-            "resource_api_version": "V3",
-            "initial_fetch_timeout": "0s",
-        }
-        hcm = envoy.bootstrap["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]["typed_config"]
-        assert hcm["http_filters"][0]["name"] == "envoy.filters.http.wasm"
-        hcm["http_filters"][0] = discovered
-        envoy.bootstrap["node"] = {"id": "mcp-server-sidecar", "cluster": "mcp"}  # xDS needs a node
-        envoy.config_path.write_text(yaml.safe_dump(envoy.bootstrap, sort_keys=False))
-        envoy.start()
-        try:
-            client = Client(envoy.port, upstream, timeout=8.0)
-            client.envoy = envoy
-            reply = post(client, tool_call("delete_all"), token=None)
-            assert reply.status == 401, reply.describe()
-            assert reply.challenge().get("resource_metadata") == MCP_METADATA_URL
-            read, admin = mcp_token("mcp:read"), mcp_token("mcp:admin")
-            reply = post(client, tool_call("delete_all"), token=read)
-            insufficient_scope(reply, "mcp:read mcp:admin")
-            nothing_upstream(client, reply)
-            # Chunked and slow: held headers still get the body (allow_on_headers_stop_iteration).
-            body = body_of(tool_call("write_file")).encode()
-            reply = raw_post(client, token=read, chunks=chunks_of(body, 10))
-            insufficient_scope(reply, "mcp:read mcp:write")
-            nothing_upstream(client, reply)
-            body = body_of(tool_call("delete_all"))
-            forwarded_with_body(post(client, body, token=admin), body)
-            reply = post(client, read_resource(), token=admin)
-            insufficient_scope(reply, "mcp:read files:read")
-            nothing_upstream(client, reply)
-        finally:
-            envoy.stop()

@@ -1,4 +1,5 @@
-"""SPEC §4: Protected Resource Metadata (RFC 9728) served by the filter itself."""
+"""Protected Resource Metadata (RFC 9728; README, Protected Resource Metadata) served by the
+filter itself."""
 from __future__ import annotations
 
 import pytest

@@ -18,7 +18,6 @@ import io
 import json
 import re
 import shutil
-import socket
 import subprocess
 import sys
 import tarfile
@@ -29,7 +28,8 @@ from pathlib import Path
 
 import pytest
 
-from harness.envoy import REPO_ROOT
+from harness import free_port, processes
+from harness.paths import REPO_ROOT
 
 BUILD = REPO_ROOT / "oci" / "build.py"
 TAG = "0.1.0-test"
@@ -157,12 +157,6 @@ def test_make_oci_target_prints_the_pinned_digest():
 # ---------------------------------------------------------------- through a real registry
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture
 def registry(tmp_path):
     """Debian's docker-registry on 127.0.0.1:<free port>, storage in a temp dir."""
@@ -177,8 +171,7 @@ def registry(tmp_path):
         f"storage:\n  filesystem:\n    rootdirectory: {tmp_path / 'storage'}\n  delete:\n    enabled: true\n"
         f"http:\n  addr: 127.0.0.1:{port}\n"
     )
-    log = open(tmp_path / "registry.log", "wb")
-    process = subprocess.Popen([binary, "serve", str(config)], stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    process = processes.spawn([binary, "serve", str(config)], log=tmp_path / "registry.log")
     try:
         deadline = time.monotonic() + 15
         while True:
@@ -193,13 +186,7 @@ def registry(tmp_path):
             time.sleep(0.1)
         yield f"127.0.0.1:{port}"
     finally:
-        process.terminate()
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
-        log.close()
+        processes.stop(process)
 
 
 def skopeo(*args: str) -> None:

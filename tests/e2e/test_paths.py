@@ -1,4 +1,5 @@
-"""SPEC §3: which requests a resource protects, and what passes through untouched."""
+"""Which requests a resource protects, and what passes through untouched (README, Which
+requests are checked)."""
 from __future__ import annotations
 
 import pytest
@@ -79,3 +80,10 @@ def test_refuses_a_path_that_upstreams_would_read_as_either_resource(client, pat
 def test_forwards_a_path_with_parameters_unchanged_with_a_valid_token(client):
     seen = expect.forwarded_once(client.get("/mcp;v=1/x", token=scenario.token(scenario.MCP)))
     assert seen.path == "/mcp;v=1/x"
+
+
+@pytest.mark.parametrize("path", scenario.PLAIN_PREFIX_WITH_DOT_SEGMENTS + scenario.ENCODED_PREFIX_WITH_DOT_SEGMENTS)
+def test_protected_prefix_spelled_with_escapes_and_dot_segments_is_not_let_through(client, path):
+    reply = client.get(path)
+    assert reply.status in (400, 401), f"{path}: {reply.describe()} upstream got {[r.path for r in reply.upstream_requests]}"
+    assert not reply.upstream_requests

@@ -1,4 +1,4 @@
-"""SPEC §7 remote keys, on the wire: keys fetched with `dispatch_http_call` through an Envoy
+"""Remote keys (README, Remote keys), on the wire: keys fetched with `dispatch_http_call` through an Envoy
 cluster (`keyserver`) from a controllable authorization server (`harness.keyserver`).
 
 Every test starts its own key server and its own Envoy (4 workers), so the key server's
@@ -162,7 +162,8 @@ def assert_invalid_token(reply) -> None:
 
 
 def assert_keys_unavailable(reply) -> None:
-    """SPEC §7: 503 with `retry-after` (delta-seconds) and a JSON body; nothing forwarded."""
+    """503 with `retry-after` (delta-seconds, RFC 9110 §10.2.3) and a JSON body; nothing forwarded
+    (README, Remote keys)."""
     assert reply.status == 503, reply.describe()
     retry_after = reply.header("retry-after")
     assert retry_after is not None and retry_after.strip().isdigit() and int(retry_after) > 0, reply.describe()
@@ -375,7 +376,7 @@ def test_requests_get_503_with_retry_after_after_the_wait_when_keys_never_load(r
             assert_keys_unavailable(reply)
             assert elapsed <= 2.5, f"503 after {elapsed:.2f}s"
 
-    # SPEC §6: a browser client can read the 503 like every other answer the filter makes.
+    # README, CORS: a browser client can read the 503 like every other answer the filter makes.
     reply = remote.get(token(), headers=[("Origin", "https://app.example")])
     assert_keys_unavailable(reply)
     assert reply.header("access-control-allow-origin") == "*", reply.describe()

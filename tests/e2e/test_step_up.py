@@ -1,7 +1,7 @@
-"""Real step-up authorization (issue 7, MCP 2026-07-28): a real Python `mcp` 2.x client whose
-token holds `mcp:read` calls a tool that needs `mcp:admin`, gets the filter's single 403
-`insufficient_scope` naming every scope the call needs, re-authorizes at the real authorization
-server with that set, and the call succeeds.
+"""Real step-up authorization (MCP specification 2026-07-28, authorization; README, MCP-aware
+authorization): a real Python `mcp` 2.x client whose token holds `mcp:read` calls a tool that
+needs `mcp:admin`, gets the filter's single 403 `insufficient_scope` naming every scope the call
+needs, re-authorizes at the real authorization server with that set, and the call succeeds.
 
 Stack: `peers/auth-server.mjs` (oidc-provider), `peers/mcp_server.py` (tools `add`, `echo`,
 `whoami`), Envoy with the filter (`tool_scopes: {"echo": ["mcp:admin"]}`, keys fetched through

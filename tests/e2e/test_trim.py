@@ -4,15 +4,19 @@ each callback left out. Every other test in this suite runs against that trimmed
 they are what proves the trimmed filter behaves; these tests pin the trim itself."""
 from __future__ import annotations
 
+import importlib.util
 import os
 import sys
 
 import pytest
 
-from harness.envoy import REPO_ROOT, find_wasm
+from harness.wasm import TRIM_EXPORTS, find_wasm
 
-sys.path.insert(0, str(REPO_ROOT / "tools"))
-import trim_exports  # noqa: E402
+# The tool is a standalone script (`make build` runs it with the system python): load it from
+# its file, as the module under test.
+_spec = importlib.util.spec_from_file_location("trim_exports", TRIM_EXPORTS)
+trim_exports = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(trim_exports)
 
 PER_REQUEST_CALLBACKS_WE_IGNORE = {
     "proxy_on_response_headers",

@@ -1,4 +1,5 @@
-"""SPEC §2: the optional fields change behaviour on the wire (an Envoy with non-default values)."""
+"""The optional fields of the configuration (README, Configuration) change behaviour on the wire
+(an Envoy with non-default values)."""
 from __future__ import annotations
 
 import pytest

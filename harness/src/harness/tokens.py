@@ -22,14 +22,13 @@ import hashlib
 import hmac
 import json
 import time
-from pathlib import Path
 from typing import Any, Iterable
 
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, padding, rsa
 from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
 
-FIXTURES = Path(__file__).resolve().parents[2] / "fixtures"
+from .paths import FIXTURES
 
 #: Every key in tests/fixtures, by name (= kid in the fixture JWKS; rsa-1024 is not in jwks.json).
 KEY_NAMES = ("rsa-a", "rsa-b", "ec-p256", "ec-p384", "ed25519", "rsa-1024")

@@ -7,7 +7,8 @@ contains it), and the client scripts (`peers/py_client.py` in either venv, `peer
         envoy.resource      # http://127.0.0.1:PORT/mcp, what clients use
         run_py_client(PY2, envoy.resource, "code")
 
-Every process is started in its own session and stopped (SIGTERM, then SIGKILL) on exit.
+Every process is started in its own session (`processes.spawn`) and stopped (SIGTERM, then
+SIGKILL, to its process group) on exit.
 Overrides: `NODE_BIN` (node for the peers), `MCP1_PYTHON` (the venv with `mcp<2`).
 """
 from __future__ import annotations
@@ -17,7 +18,6 @@ import json
 import os
 import selectors
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
@@ -25,23 +25,22 @@ import time
 from pathlib import Path
 from typing import Any
 
-import yaml
+from . import processes
+from .envoy import Envoy, EnvoyStartError, _static_cluster, render_bootstrap, static_cluster
+from .paths import PEERS, REPO_ROOT
+from .processes import free_port, terminate_group
 
-from .envoy import Envoy, EnvoyStartError, _static_cluster, render_bootstrap, terminate_group
+__all__ = [
+    "PEERS", "PY1", "PY2", "REPO_ROOT", "AuthServer", "EnvoyStartError", "FilterEnvoy", "McpServer", "PeerProcess",
+    "PeerStartError", "free_port", "node22_binary", "node_binary", "peers_installed", "plugin_config",
+    "py_client_command", "run_client", "terminate_group", "ts_client_command",
+    "_static_cluster",  # imported here before it was public (envoy.static_cluster)
+]
 
-REPO_ROOT = Path(__file__).resolve().parents[3]
-PEERS = REPO_ROOT / "peers"
 PY2 = REPO_ROOT / ".venv" / "bin" / "python"
 PY1 = Path(os.environ.get("MCP1_PYTHON") or PEERS / ".venv-mcp1" / "bin" / "python")
 
 _RUNNING: set["PeerProcess"] = set()
-
-
-def free_port() -> int:
-    """A port the kernel considers free now (bind 0, read, close); the caller binds it soon after."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def node_binary() -> str:
@@ -102,14 +101,8 @@ class PeerProcess:
         self.info: dict[str, Any] = {}
 
     def start(self, timeout: float = 30.0):
-        log = open(self.log_path, "wb")
-        try:
-            self.process = subprocess.Popen(
-                self.command, cwd=self.cwd, env=self.env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                stderr=log, start_new_session=True,
-            )
-        finally:
-            log.close()
+        self.process = processes.spawn(self.command, log=self.log_path, stdout=subprocess.PIPE, cwd=self.cwd,
+                                       env=self.env)
         _RUNNING.add(self)
         try:
             self.info = self._read_ready(timeout)
@@ -148,7 +141,7 @@ class PeerProcess:
         process = self.process
         if process is None:
             return
-        terminate_group(process, timeout)
+        processes.stop(process, timeout)
         if process.stdout:
             process.stdout.close()
         if not os.environ.get("MCP_OAUTH_KEEP_ENVOY_DIRS"):
@@ -259,33 +252,24 @@ def plugin_config(resource: str, issuer: dict, *, clock_skew_seconds: int | None
 
 class FilterEnvoy(Envoy):
     """The harness's Envoy, with the listener on a port chosen before start (the plugin's
-    `resource` must be the URL clients use), no route timeout (MCP's SSE streams), and an
-    `auth_server` STATIC cluster for the filter's key fetches."""
+    `resource` must be the URL clients use: `Envoy(bootstrap_for_port=...)`), no route timeout
+    (MCP's SSE streams), and an `auth_server` STATIC cluster for the filter's key fetches."""
 
     def __init__(self, plugin_config_fn, upstream_port: int, *, auth_port: int | None = None, **options: Any):
         extra = list(options.pop("extra_clusters", []))
         if auth_port is not None:
-            extra.append(_static_cluster("auth_server", "127.0.0.1", auth_port))
-        self._plugin_config_fn = plugin_config_fn
-        self._upstream_port = upstream_port
-        self._render_options = {"extra_clusters": extra,
-                                **{k: options[k] for k in ("wasm_path", "upstream_host", "wasm_config_extra") if k in options}}
-        super().__init__(plugin_config_fn("http://127.0.0.1:0/mcp"), upstream_port, extra_clusters=extra, **options)
-        self._pick_port()
+            extra.append(static_cluster("auth_server", "127.0.0.1", auth_port))
+        render_options = {name: options.pop(name) for name in ("wasm_path", "upstream_host", "wasm_config_extra",
+                                                               "http1_trailers") if name in options}
 
-    def _pick_port(self) -> None:
-        """A new free port: re-render the bootstrap with it and the resource URL that contains it."""
-        self.listen_port = free_port()
-        self.resource = f"http://127.0.0.1:{self.listen_port}/mcp"
-        self.plugin_config = self._plugin_config_fn(self.resource)
-        self.bootstrap = render_bootstrap(self.plugin_config, self._upstream_port, **self._render_options)
-        listener = self.bootstrap["static_resources"]["listeners"][0]
-        listener["address"]["socket_address"]["port_value"] = self.listen_port
-        hcm = listener["filter_chains"][0]["filters"][0]["typed_config"]
-        for host in hcm["route_config"]["virtual_hosts"]:
-            for route in host["routes"]:
-                route["route"]["timeout"] = "0s"
-        self.config_path.write_text(yaml.safe_dump(self.bootstrap, sort_keys=False))
+        def bootstrap_for(port: int) -> dict:
+            self.resource = f"http://127.0.0.1:{port}/mcp"
+            self.plugin_config = plugin_config_fn(self.resource)
+            routes = [{"match": {"prefix": "/"}, "route": {"cluster": "upstream", "timeout": "0s"}}]
+            return render_bootstrap(self.plugin_config, upstream_port, listen_port=port, routes=routes,
+                                    extra_clusters=extra, **render_options)
+
+        super().__init__(bootstrap_for_port=bootstrap_for, **options)
 
     @classmethod
     def for_auth_server(cls, auth: AuthServer, upstream_port: int, *, discovery: bool = False,
@@ -297,26 +281,6 @@ class FilterEnvoy(Envoy):
             issuer["jwks_uri"] = auth.jwks_uri
         return cls(lambda resource: plugin_config(resource, issuer, clock_skew_seconds=clock_skew_seconds),
                    upstream_port, auth_port=auth.port, **options)
-
-    def start(self, timeout: float = 30.0, attempts: int = 3) -> "FilterEnvoy":
-        """Start; if the chosen port was taken meanwhile (Envoy cannot bind), pick another."""
-        for attempt in range(attempts):
-            try:
-                super().start(timeout)
-            except EnvoyStartError as err:
-                if attempt + 1 == attempts or "ddress already in use" not in str(err) + self.log_text():
-                    raise
-                self.process = None
-                self.admin_port = None
-                for path in (self.admin_address_path, self.log_path):
-                    path.unlink(missing_ok=True)
-                self._pick_port()
-                continue
-            if self.port != self.listen_port:
-                self.stop(cleanup=False)
-                raise EnvoyStartError(f"listener on {self.port}, wanted {self.listen_port}")
-            return self
-        raise AssertionError("unreachable")
 
 
 # ------------------------------------------------------------------------------------ clients
@@ -375,7 +339,7 @@ def _stop_all() -> None:
         peer.stop(timeout=3)
 
 
-if __name__ == "__main__":  # manual smoke run: python -m harness.peers (from tests/e2e)
+if __name__ == "__main__":  # manual smoke run: .venv/bin/python -m harness.peers
     with AuthServer() as a, McpServer() as m, FilterEnvoy.for_auth_server(a, m.port) as e:
         print(json.dumps({"issuer": a.issuer, "mcp": m.url, "resource": e.resource}), file=sys.stderr)
         print(json.dumps(run_client(py_client_command(PY2, e.resource, "code",

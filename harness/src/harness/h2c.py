@@ -19,7 +19,6 @@ frame size, and every request gets a unique `x-test-id`, as with `wire.Client`.
 """
 from __future__ import annotations
 
-import json
 import select
 import socket
 import struct
@@ -28,8 +27,8 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Sequence
 
-from .upstream import TEST_ID_HEADER, HeaderList
-from .wire import Challenge, parse_www_authenticate
+from .upstream import TEST_ID_HEADER, EchoUpstream, RecordedRequest
+from .wire import Answer
 
 PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
 DATA, HEADERS, PRIORITY_FRAME, RST_STREAM, SETTINGS, PUSH_PROMISE, PING, GOAWAY, WINDOW_UPDATE, CONTINUATION = range(10)
@@ -59,10 +58,11 @@ class GoAway(ConnectionError):
 
 
 @dataclass
-class H2Reply(HeaderList):
+class H2Reply(Answer):
     """One response: `:status`, the other header fields (decoded, in order), the body, any
-    trailers, and the request's `x-test-id`. `unsent_chunks` counts the request's DATA chunks
-    and trailers not sent because the response had already ended."""
+    trailers, the request's `x-test-id`, and (given the echo upstream) what reached it with that
+    id. `unsent_chunks` counts the request's DATA chunks and trailers not sent because the
+    response had already ended. Like `wire.Reply`: `header()`, `json()`, `challenge()`."""
 
     status: int
     body: bytes
@@ -71,20 +71,10 @@ class H2Reply(HeaderList):
     trailers: list[tuple[str, str]] = field(default_factory=list)
     elapsed: float = 0.0
     unsent_chunks: int = 0
+    upstream_requests: list[RecordedRequest] = field(default_factory=list)
 
     def describe(self) -> str:
         return f"h2 {self.status} headers={self.headers} body={self.body[:500]!r}"
-
-    def json(self):
-        return json.loads(self.body)
-
-    def challenge(self) -> Challenge:
-        """The single challenge of `WWW-Authenticate` (asserts there is exactly one)."""
-        values = self.header_values("www-authenticate")
-        assert values, f"no WWW-Authenticate in {self.status} response: {self.headers}"
-        challenges = parse_www_authenticate(values)
-        assert len(challenges) == 1, f"expected one challenge, got {challenges}"
-        return challenges[0]
 
 
 # ------------------------------------------------------------------------------------------
@@ -251,16 +241,16 @@ class Decoder:
         pos = 0
         while pos < len(block):
             first = block[pos]
-            if first & 0x80:  # §6.1 indexed
+            if first & 0x80:  # RFC 7541 §6.1 indexed
                 index, pos = _read_int(block, pos, 7)
                 fields.append(self._entry(index))
-            elif first & 0xE0 == 0x20:  # §6.3 dynamic table size update
+            elif first & 0xE0 == 0x20:  # RFC 7541 §6.3 dynamic table size update
                 size, pos = _read_int(block, pos, 5)
                 if size > self.max_table_size:
                     raise ValueError(f"table size update to {size} > {self.max_table_size}")
                 self.table_size = size
                 self._evict()
-            else:  # §6.2 literals: with incremental indexing (01), without (0000), never (0001)
+            else:  # RFC 7541 §6.2 literals: with incremental indexing (01), without (0000), never (0001)
                 indexing = bool(first & 0x40)
                 index, pos = _read_int(block, pos, 6 if indexing else 4)
                 if index:
@@ -323,9 +313,11 @@ class Connection:
     push is disabled. A GOAWAY raises `GoAway` and closes the connection; a reset of the stream
     raises `StreamReset` (the connection stays usable)."""
 
-    def __init__(self, port: int, host: str = "127.0.0.1", *, timeout: float = 10.0, header_table_size: int = 4096):
+    def __init__(self, port: int, host: str = "127.0.0.1", *, timeout: float = 10.0, header_table_size: int = 4096,
+                 upstream: EchoUpstream | None = None):
         self.port = port
         self.timeout = timeout
+        self.upstream = upstream
         self.sock: socket.socket | None = socket.create_connection((host, port), timeout=timeout)
         self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self.decoder = Decoder(header_table_size)
@@ -566,8 +558,9 @@ class Connection:
             self._stream = None
         if stream.status is None:
             raise ConnectionError("response ended without headers")
+        seen = self.upstream.requests_with_test_id(test_id) if self.upstream else []
         return H2Reply(stream.status, stream.body, test_id, stream.headers, stream.trailers,
-                       time.monotonic() - started, unsent)
+                       time.monotonic() - started, unsent, seen)
 
 
 def request(
@@ -583,6 +576,7 @@ def request(
     trailers: Sequence[Field] | None = None,
     host: str = "127.0.0.1",
     timeout: float = 10.0,
+    upstream: EchoUpstream | None = None,
 ) -> H2Reply:
     """One HTTP/2 request over a fresh h2c connection. Header pairs are sent as given (repeats
     stay separate fields; names lowercased); `:method` goes out verbatim (`pOST` stays `pOST`).
@@ -595,7 +589,8 @@ def request(
       Sending stops once the response has ended (counted in `unsent_chunks`).
     - neither: HEADERS with END_STREAM (or HEADERS, then the trailers).
 
-    A unique `x-test-id` is added, as with `wire.Client`."""
-    with Connection(port, host, timeout=timeout) as connection:
+    A unique `x-test-id` is added, as with `wire.Client`; given the echo `upstream`, the reply's
+    `upstream_requests` are what reached it with that id."""
+    with Connection(port, host, timeout=timeout, upstream=upstream) as connection:
         return connection.request(method, path, headers, authority=authority, body=body, chunks=chunks,
                                   delay=delay, trailers=trailers)

@@ -1,4 +1,5 @@
-"""A controllable authorization server for remote keys (SPEC §7): JWKS and discovery documents.
+"""A controllable authorization server for remote keys (README, Remote keys): JWKS and discovery
+documents.
 
 It stands behind the Envoy cluster the filter fetches through (`dispatch_http_call`), answers by
 path whatever the Host, counts every request per path, and lets a test switch what a path does

@@ -191,18 +191,14 @@ def split_header_list(values: str | Iterable[str]) -> list[str]:
 # Requests
 
 
-@dataclass
-class Reply(HeaderList):
-    """A response from the proxy, and what the upstream received for the same request."""
+class Answer(HeaderList):
+    """What HTTP/1.1 and HTTP/2 replies share: the JSON body, the challenges, what the upstream
+    got (`status`, `headers`, `body`, `upstream_requests` are the subclass's fields)."""
 
     status: int
-    reason: str
-    headers: list[tuple[str, str]]  # names lowercased, in order
+    headers: list[tuple[str, str]]
     body: bytes
-    test_id: str
     upstream_requests: list[RecordedRequest]
-    elapsed: float = 0.0  # seconds from the first byte sent to the whole response read
-    unsent_chunks: int = 0  # raw_request: pieces not sent because the answer came first
 
     def json(self) -> Any:
         return json.loads(self.body)
@@ -221,6 +217,20 @@ class Reply(HeaderList):
     @property
     def upstream_saw(self) -> bool:
         return bool(self.upstream_requests)
+
+
+@dataclass
+class Reply(Answer):
+    """A response from the proxy, and what the upstream received for the same request."""
+
+    status: int
+    reason: str
+    headers: list[tuple[str, str]]  # names lowercased, in order
+    body: bytes
+    test_id: str
+    upstream_requests: list[RecordedRequest]
+    elapsed: float = 0.0  # seconds from the first byte sent to the whole response read
+    unsent_chunks: int = 0  # raw_request: pieces not sent because the answer came first
 
     def describe(self) -> str:
         return f"{self.status} {self.reason} headers={self.headers} body={self.body[:500]!r}"
