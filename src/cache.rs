@@ -1,4 +1,4 @@
-//! The verified-token cache (issue 5): a bounded per-worker map from a token to what its
+//! The verified-token cache (README, design notes): a bounded per-worker map from a token to what its
 //! signature vouched for, so an MCP session's repeated token costs a hash, not a signature
 //! check. Claim checks (issuer, audience, expiry, scopes) still run on every hit, for the
 //! resource at hand; an entry never outlives the token's `exp` nor the key that verified it.
@@ -9,7 +9,7 @@
 //! the 64-bit hash of a cached token blind *and* end in that token's signature bytes, which
 //! only someone holding the token knows. One pass over the token, a fraction of a SHA-256.
 
-use crate::verify::Signed;
+use crate::token::Signed;
 use std::cell::RefCell;
 use std::collections::hash_map::RandomState;
 use std::collections::{HashMap, VecDeque};

@@ -1,5 +1,5 @@
 //! `WWW-Authenticate: Bearer` challenges (RFC 6750 §3, MCP authorization "Protected Resource
-//! Metadata Discovery") and the JSON error bodies that go with them (SPEC §5).
+//! Metadata Discovery") and the JSON error bodies that go with them (RFC 6750 §3.1; README, "Challenges and decisions").
 //!
 //! MCP clients start OAuth discovery from these bytes, so parameter order and quoting are
 //! fixed here: `resource_metadata` always, `scope` when there is one, `error` and

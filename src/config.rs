@@ -1,4 +1,4 @@
-//! Plugin configuration (SPEC §2), in two stages: a serde "raw" form that refuses unknown
+//! Plugin configuration (README, "Configuration"), in two stages: a serde "raw" form that refuses unknown
 //! fields, then a fallible compile into the runtime form (parsed URLs, key sets, pre-rendered
 //! metadata and challenges). All expensive and fallible work happens here, once, in
 //! `on_configure`; none of it per request. Every error names the field path.
@@ -308,7 +308,7 @@ pub struct ProtectedResource {
     /// `resource` first, then the extra `audiences`.
     pub audiences: Vec<String>,
     pub required_scopes: Vec<String>,
-    /// Tool name → scopes a `tools/call` of it needs on top of `required_scopes` (SPEC §9).
+    /// Tool name → scopes a `tools/call` of it needs on top of `required_scopes` (README, MCP-aware authorization).
     pub tool_scopes: HashMap<String, Vec<String>>,
     /// JSON-RPC method → scopes it needs on top of `required_scopes`.
     pub method_scopes: HashMap<String, Vec<String>>,

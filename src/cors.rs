@@ -1,4 +1,4 @@
-//! CORS for browser-based MCP clients (SPEC §6; MCP clients such as the Inspector run in a
+//! CORS for browser-based MCP clients (Fetch §3.2; MCP clients such as the Inspector run in a
 //! browser). Preflights on our paths are answered here, never challenged: a preflight carries
 //! no credentials by definition (Fetch §4.8), so a 401 would break every browser client.
 

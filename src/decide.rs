@@ -3,6 +3,7 @@
 //! view, calls [`decide`] (and [`decide_body`] once a body is read), and applies the result;
 //! nothing here calls the host.
 
+use crate::cache::TokenCache;
 use crate::challenge::ErrorCode;
 use crate::config::{Config, IssuerId, ProtectedResource};
 use crate::cors;
@@ -12,7 +13,8 @@ use crate::paths;
 use crate::reason::Reason;
 use crate::response::{self, Response};
 use crate::route::{self, Route};
-use crate::verify::{self, AuthError, KeyStore, VerifiedToken};
+use crate::token::VerifiedToken;
+use crate::verify::{self, AuthError, KeyStore};
 
 /// What the filter needs to know about a request.
 #[derive(Debug, Clone, Default)]
@@ -74,10 +76,12 @@ pub struct BodyCheck {
     pub token: VerifiedToken,
 }
 
-/// Decides what to do with a request at `now` (seconds since the epoch).
+/// Decides what to do with a request at `now` (seconds since the epoch), verifying its token
+/// against `keys` through the verified-token `cache` when there is one.
 pub fn decide<'c>(
     config: &'c Config,
     keys: &dyn KeyStore,
+    cache: Option<&TokenCache>,
     req: &Request<'_>,
     now: u64,
 ) -> Decision<'c> {
@@ -131,7 +135,7 @@ pub fn decide<'c>(
         return deny(ErrorCode::InvalidToken, e.reason(), e.description());
     }
     let index = resource_index(config, resource);
-    let verified = match verify::verify(token, resource, config, keys, now) {
+    let verified = match verify::verify(token, resource, config, keys, cache, now) {
         Ok(v) => v,
         Err(AuthError::KeysPending(issuer)) => {
             return Decision::WaitForKeys {
@@ -344,7 +348,7 @@ mod tests {
     }
 
     fn run<'c>(config: &'c Config, req: &Request<'_>) -> Decision<'c> {
-        decide(config, &KeyRing::new(config), req, NOW)
+        decide(config, &KeyRing::new(config), None, req, NOW)
     }
 
     fn header<'a>(r: &'a Response<'_>, name: &str) -> Option<&'a str> {
@@ -634,7 +638,7 @@ mod tests {
         let policy = FetchPolicy::default();
         let mut state = FetchState::default();
         state.succeed(NOW - 100, None, 1, &policy);
-        ring.install(0, KeySet::new(only_a), state.clone());
+        ring.install(0, KeySet::new(only_a), state.clone(), &TokenCache::new(0));
         let rotated = token(
             "rsa-b",
             "RS256",
@@ -644,7 +648,7 @@ mod tests {
         let auth = format!("Bearer {rotated}");
         let req = request("GET", "/mcp", Some(&auth));
         assert_eq!(
-            decide(&c, &ring, &req, NOW),
+            decide(&c, &ring, None, &req, NOW),
             Decision::WaitForKeys {
                 issuer: 0,
                 resource: 0,
@@ -654,14 +658,15 @@ mod tests {
         state.begin(NOW, Why::UnknownKid, &policy);
         state.succeed(NOW, None, 1, &policy);
         ring.observe(0, state);
-        let r = respond(decide(&c, &ring, &req, NOW + 1));
+        let r = respond(decide(&c, &ring, None, &req, NOW + 1));
         assert_eq!(
             (r.status, r.outcome),
             (401, Outcome::Denied(Reason::UnknownKid))
         );
-        ring.install(0, fixture_set(), ring.state(0).unwrap().clone());
+        let state = ring.state(0).unwrap().clone();
+        ring.install(0, fixture_set(), state, &TokenCache::new(0));
         assert!(matches!(
-            decide(&c, &ring, &req, NOW + 1),
+            decide(&c, &ring, None, &req, NOW + 1),
             Decision::Allow(_)
         ));
     }

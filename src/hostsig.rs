@@ -10,12 +10,10 @@
 //! passes a digest (Ed25519 takes none).
 
 use crate::alg::Alg;
-use crate::keys::{KeyMaterial, VerifyingKey};
-use der::asn1::{AnyRef, BitStringRef, Null, ObjectIdentifier, SequenceOf, UintRef};
+use crate::keys::VerifyingKey;
+use der::asn1::{SequenceOf, UintRef};
 use der::Encode;
 use prost::Message;
-use spki::{AlgorithmIdentifierRef, SubjectPublicKeyInfoRef};
-use std::borrow::Cow;
 
 /// The name Envoy registers its function under.
 pub const FUNCTION: &str = "verify_signature";
@@ -52,38 +50,6 @@ struct VerifySignatureResult {
 /// The failure Envoy reports when the check ran and the signature does not match; any other
 /// failure (a key or digest it could not set up) is not a verdict on the token.
 const MISMATCH: &str = "Failed to verify digest";
-
-const RSA_ENCRYPTION: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.2.840.113549.1.1.1");
-const EC_PUBLIC_KEY: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.2.840.10045.2.1");
-const SECP256R1: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.2.840.10045.3.1.7");
-const SECP384R1: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.3.132.0.34");
-
-/// The key as a DER SubjectPublicKeyInfo (RFC 5280 §4.1.2.7, RFC 3279 §2.3), built once when
-/// the key is read; `None` for keys the host is never asked about (Ed25519).
-pub fn public_key_der(material: &KeyMaterial) -> Option<Vec<u8>> {
-    let (oid, parameters, key): (_, _, Cow<'_, [u8]>) = match material {
-        KeyMaterial::Rsa { n, e } => {
-            let rsa_key = pkcs1::RsaPublicKey {
-                modulus: UintRef::new(n).ok()?,
-                public_exponent: UintRef::new(e).ok()?,
-            };
-            let rsa_key = rsa_key.to_der().ok()?;
-            (RSA_ENCRYPTION, AnyRef::from(Null), Cow::Owned(rsa_key))
-        }
-        KeyMaterial::P256(point) => (EC_PUBLIC_KEY, AnyRef::from(&SECP256R1), point.into()),
-        KeyMaterial::P384(point) => (EC_PUBLIC_KEY, AnyRef::from(&SECP384R1), point.into()),
-        KeyMaterial::Ed25519(_) => return None,
-    };
-    SubjectPublicKeyInfoRef {
-        algorithm: AlgorithmIdentifierRef {
-            oid,
-            parameters: Some(parameters),
-        },
-        subject_public_key: BitStringRef::from_bytes(&key).ok()?,
-    }
-    .to_der()
-    .ok()
-}
 
 /// A JWS ECDSA signature (`r || s`, RFC 7518 §3.4) as the DER `Ecdsa-Sig-Value` BoringSSL
 /// reads (RFC 3279 §2.2.3). `None` when it is not exactly two `width`-byte integers.

@@ -1,10 +1,9 @@
 //! The key sets a worker verifies with, one slot per configured issuer: inline keys are there
-//! from the start; fetched keys (SPEC §7) fill their slot when the shared record says a new
-//! version is stored, together with the worker's copy of that record.
+//! from the start; fetched keys (README, Remote keys) fill their slot when the shared record
+//! says a new version is stored, together with the worker's copy of that record.
 
 use crate::cache::TokenCache;
 use crate::config::{Config, IssuerId, KeySource};
-use crate::hostsig::HostVerify;
 use crate::keys::KeySet;
 use crate::remote::{FetchPolicy, FetchState};
 use crate::verify::KeyStore;
@@ -19,10 +18,6 @@ struct Slot {
 
 pub struct KeyRing {
     slots: Vec<Slot>,
-    /// Tokens verified with these keys; pruned when a key leaves its set.
-    cache: TokenCache,
-    /// The host's signature check, when the glue found one.
-    host: Option<Box<dyn HostVerify>>,
 }
 
 impl KeyRing {
@@ -41,23 +36,20 @@ impl KeyRing {
                 },
             })
             .collect();
-        KeyRing {
-            slots,
-            cache: TokenCache::new(config.token_cache_size),
-            host: None,
-        }
+        KeyRing { slots }
     }
 
-    /// Hands signature checks the host can do to `host` (the rest stay in the VM).
-    pub fn use_host(&mut self, host: Box<dyn HostVerify>) {
-        self.host = Some(host);
-    }
-
-    /// Installs a fetched key set and the record that describes it.
-    pub fn install(&mut self, issuer: IssuerId, set: KeySet, state: FetchState) {
+    /// Installs a fetched key set and the record that describes it; `cache` forgets the
+    /// tokens verified by keys that left the set.
+    pub fn install(
+        &mut self,
+        issuer: IssuerId,
+        set: KeySet,
+        state: FetchState,
+        cache: &TokenCache,
+    ) {
         if let Some(slot) = self.slots.get_mut(issuer) {
-            self.cache
-                .retain_keys(issuer, |key| set.has_fingerprint(key));
+            cache.retain_keys(issuer, |key| set.has_fingerprint(key));
             slot.set = Some(set);
             slot.state = state;
         }
@@ -95,14 +87,6 @@ impl KeyRing {
 impl KeyStore for KeyRing {
     fn keys(&self, issuer: IssuerId) -> Option<&KeySet> {
         self.slots.get(issuer)?.set.as_ref()
-    }
-
-    fn cache(&self) -> Option<&TokenCache> {
-        Some(&self.cache)
-    }
-
-    fn host(&self) -> Option<&dyn HostVerify> {
-        self.host.as_deref()
     }
 
     fn refetch_allowed(&self, issuer: IssuerId, now: u64) -> bool {
@@ -143,7 +127,7 @@ mod tests {
         let mut state = FetchState::default();
         state.begin(T0, Why::Initial, &FetchPolicy::default());
         state.succeed(T0, None, 1, &FetchPolicy::default());
-        ring.install(0, fixture_set(), state.clone());
+        ring.install(0, fixture_set(), state.clone(), &TokenCache::new(0));
         assert_eq!(ring.installed_version(0), 1);
         assert!(ring.refetch_allowed(0, T0 + 1));
         state.begin(T0 + 1, Why::UnknownKid, &FetchPolicy::default());

@@ -6,9 +6,18 @@
 
 use crate::alg::Alg;
 use crate::json::b64url_decode;
+use der::asn1::{AnyRef, BitStringRef, Null, ObjectIdentifier, UintRef};
+use der::Encode;
 use ring::signature::{self, RsaPublicKeyComponents, UnparsedPublicKey};
 use serde_json::{Map, Value};
+use spki::{AlgorithmIdentifierRef, SubjectPublicKeyInfoRef};
+use std::borrow::Cow;
 use std::fmt;
+
+const RSA_ENCRYPTION: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.2.840.113549.1.1.1");
+const EC_PUBLIC_KEY: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.2.840.10045.2.1");
+const SECP256R1: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.2.840.10045.3.1.7");
+const SECP384R1: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.3.132.0.34");
 
 /// Public key material in the form the signature backend (ring) consumes.
 #[derive(Clone, PartialEq, Eq)]
@@ -37,6 +46,34 @@ impl KeyMaterial {
             KeyMaterial::P256(p) | KeyMaterial::P384(p) | KeyMaterial::Ed25519(p) => (p, &[]),
         };
         fnv1a(&[self.kind().as_bytes(), a, b])
+    }
+
+    /// The key as a DER SubjectPublicKeyInfo (RFC 5280 §4.1.2.7, RFC 3279 §2.3), built once when
+    /// the key is read, for the host's signature check (`hostsig`); `None` for keys the host is
+    /// never asked about (Ed25519).
+    pub fn public_key_der(&self) -> Option<Vec<u8>> {
+        let (oid, parameters, key): (_, _, Cow<'_, [u8]>) = match self {
+            KeyMaterial::Rsa { n, e } => {
+                let rsa_key = pkcs1::RsaPublicKey {
+                    modulus: UintRef::new(n).ok()?,
+                    public_exponent: UintRef::new(e).ok()?,
+                };
+                let rsa_key = rsa_key.to_der().ok()?;
+                (RSA_ENCRYPTION, AnyRef::from(Null), Cow::Owned(rsa_key))
+            }
+            KeyMaterial::P256(point) => (EC_PUBLIC_KEY, AnyRef::from(&SECP256R1), point.into()),
+            KeyMaterial::P384(point) => (EC_PUBLIC_KEY, AnyRef::from(&SECP384R1), point.into()),
+            KeyMaterial::Ed25519(_) => return None,
+        };
+        SubjectPublicKeyInfoRef {
+            algorithm: AlgorithmIdentifierRef {
+                oid,
+                parameters: Some(parameters),
+            },
+            subject_public_key: BitStringRef::from_bytes(&key).ok()?,
+        }
+        .to_der()
+        .ok()
     }
 
     pub fn kind(&self) -> &'static str {
@@ -333,7 +370,7 @@ fn read_jwk(value: &Value) -> Result<VerifyingKey, JwkOutcome> {
         });
     }
     let fingerprint = material.fingerprint();
-    let public_key_der = crate::hostsig::public_key_der(&material).unwrap_or_default();
+    let public_key_der = material.public_key_der().unwrap_or_default();
     Ok(VerifyingKey {
         kid,
         alg,
@@ -412,7 +449,7 @@ impl KeySet {
     }
 
     /// Picks the key for a token: by `kid` when it has one; without, only when exactly one
-    /// key fits `alg` (SPEC §5).
+    /// key fits `alg` (RFC 8725 §3.1: the token never chooses the key).
     pub fn select(&self, kid: Option<&str>, alg: Alg) -> Result<&VerifyingKey, SelectError> {
         let mut fitting = self
             .keys

@@ -1,7 +1,8 @@
-//! `mcp-oauth-filter` on the command line (SPEC §10): `check` a plugin configuration, or
+//! `mcp-oauth-filter` on the command line (README, "Command line"): `check` a plugin configuration, or
 //! `explain` the decision the filter would make for a token, step by step. It runs the very
 //! same core as the filter (`Config::from_json`, `decide`, `decide_body`), natively.
 
+use mcp_oauth_filter::cache::TokenCache;
 use mcp_oauth_filter::config::{Config, KeySource};
 use mcp_oauth_filter::decide::{decide, decide_body, Decision, Request};
 use mcp_oauth_filter::json::decode_object;
@@ -315,7 +316,7 @@ fn explain(a: &ExplainArgs) -> Result<ExitCode, Failure> {
     }
     println!("3. credential: Bearer token");
     describe_token(&a.token, now);
-    let mut decision = decide(&config, &keys, &req, now);
+    let mut decision = decide(&config, &keys, None, &req, now);
     let mut body_checked = false;
     if let Decision::ReadBody { check, .. } = &decision {
         let body = match &a.body {
@@ -445,7 +446,7 @@ fn install_remote(config: &Config, keys: &mut KeyRing, set: KeySet, now: u64) {
         if let KeySource::Remote { policy, .. } = &issuer.keys {
             let mut state = FetchState::default();
             state.succeed(now, None, 1, policy);
-            keys.install(id, set.clone(), state);
+            keys.install(id, set.clone(), state, &TokenCache::new(0));
         }
     }
 }

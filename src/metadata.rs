@@ -17,7 +17,7 @@ pub fn metadata_path(resource: &HttpUrl) -> String {
 }
 
 /// The metadata URL clients are sent to: built from the configured resource's scheme, host and
-/// port, never from the request's `Host` (SPEC §4).
+/// port, never from the request's `Host` (RFC 9728 §3.3: the client checks `resource` against the URL it used).
 pub fn metadata_url(resource: &HttpUrl) -> String {
     format!("{}{}", resource.origin(), metadata_path(resource))
 }

@@ -1,4 +1,4 @@
-//! Request paths (SPEC §3): the query string is ignored, a resource protects its path and
+//! Request paths (README, "Which requests are checked"): the query string is ignored, a resource protects its path and
 //! everything below it, and a path that is not plainly normalized can never reach a protected
 //! prefix unauthenticated. Upstreams differ in how they read `%6D`, `//` or `/x/../`, so we
 //! match on the normalized form *and* on the raw form (fail closed), and refuse outright the

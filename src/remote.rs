@@ -1,4 +1,4 @@
-//! Remote keys (SPEC §7): when to fetch an issuer's JWKS, from where (configured `jwks_uri`,
+//! Remote keys (README, "Remote keys"): when to fetch an issuer's JWKS, from where (configured `jwks_uri`,
 //! or discovered through RFC 8414 then OpenID Connect Discovery), and what a response means.
 //!
 //! This is a pure state machine over [`FetchState`], a small record every worker shares
@@ -176,7 +176,7 @@ impl FetchState {
         (now >= self.refresh_at()).then_some(Why::Refresh)
     }
 
-    /// Whether an unknown `kid` may trigger a refetch now (SPEC §7 rate limit).
+    /// Whether an unknown `kid` may trigger a refetch now (the refetch rate limit).
     pub fn may_refetch(&self, now: u64, policy: &FetchPolicy) -> bool {
         self.version > 0
             && !self.lease_active(now)

@@ -1,7 +1,7 @@
 //! Scopes a token grants (RFC 8693 §4.2 `scope`, space-delimited; and `scp`, a string or an
 //! array, as Entra and Okta issue it), the scope hierarchy (`scope_implies`, applied
 //! transitively: MCP 2026-07-28 asks servers to account for hierarchies), and the check
-//! against what an operation needs (SPEC §5, §9).
+//! against what an operation needs (RFC 6750 §3.1 `insufficient_scope`; README, "MCP-aware authorization").
 
 use serde_json::{Map, Value};
 use std::collections::{BTreeMap, HashMap};

@@ -8,53 +8,16 @@
 
 use crate::alg::Alg;
 use crate::cache::TokenCache;
+
 use crate::config::{Config, IssuerId, ProtectedResource};
 use crate::hostsig::{self, HostVerify};
 use crate::json::{b64url_decode, decode_object, SegmentError};
 use crate::keys::{KeySet, SelectError};
 use crate::reason::Reason;
 use crate::scopes;
+use crate::token::{Facts, Signed, VerifiedToken};
 use serde_json::{Map, Value};
-use std::ops::Deref;
 use std::rc::Rc;
-
-/// What a verified signature vouches for, distilled once and shared by every request that
-/// presents the same token (`cache`): only what later checks and header edits read, so a
-/// cache entry stays small.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Signed {
-    pub alg: Alg,
-    pub issuer: IssuerId,
-    /// Fingerprint of the key that verified the signature.
-    pub key: u64,
-    pub exp: f64,
-    pub facts: Facts,
-    /// Granted scopes with everything `scope_implies` adds.
-    pub scopes: Vec<String>,
-    /// The value of each `claims_to_headers` entry, in configuration order.
-    pub header_values: Vec<Option<String>>,
-}
-
-/// The claims checked on every request, read from the token once.
-#[derive(Debug, Clone, PartialEq, Default)]
-pub struct Facts {
-    pub iss: Option<String>,
-    pub aud: Vec<String>,
-    pub exp: Option<f64>,
-    pub nbf: Option<f64>,
-}
-
-/// A token that passed every check for a resource.
-#[derive(Debug, Clone, PartialEq)]
-pub struct VerifiedToken(pub Rc<Signed>);
-
-impl Deref for VerifiedToken {
-    type Target = Signed;
-
-    fn deref(&self) -> &Signed {
-        &self.0
-    }
-}
 
 /// Why a token is refused (401 `invalid_token`; 400 `invalid_request` for [`AuthError::Syntax`]),
 /// one variant per way it fails.
@@ -144,14 +107,9 @@ impl AuthError {
 pub trait KeyStore {
     fn keys(&self, issuer: IssuerId) -> Option<&KeySet>;
 
-    /// Whether an unknown `kid` may trigger a refetch of the issuer's keys now (SPEC §7).
+    /// Whether an unknown `kid` may trigger a refetch of the issuer's keys now (README, Remote keys).
     fn refetch_allowed(&self, _issuer: IssuerId, _now: u64) -> bool {
         false
-    }
-
-    /// The verified-token cache, if there is one.
-    fn cache(&self) -> Option<&TokenCache> {
-        None
     }
 
     /// The host's native signature check, if it offers one (see `hostsig`).
@@ -187,18 +145,19 @@ fn numeric_date(claims: &Map<String, Value>, name: &'static str) -> Result<Optio
     }
 }
 
-/// Validates `token` for `resource` at `now` (seconds since the epoch).
+/// Validates `token` for `resource` at `now` (seconds since the epoch), against `keys`, first
+/// looking in (and then filling) `cache` when there is one.
 pub fn verify(
     token: &str,
     resource: &ProtectedResource,
     config: &Config,
     keys: &dyn KeyStore,
+    cache: Option<&TokenCache>,
     now: u64,
 ) -> Result<VerifiedToken, AuthError> {
     if token.len() > config.max_token_bytes {
         return Err(AuthError::TooLarge);
     }
-    let cache = keys.cache();
     let cache_key = cache.map(|c| c.key(token));
     if let (Some(cache), Some(cache_key)) = (cache, &cache_key) {
         if let Some(signed) = cache.get(cache_key, now, config.clock_skew) {
@@ -479,6 +438,7 @@ pub(crate) mod tests {
             &config.resources[0],
             config,
             &KeyRing::new(config),
+            None,
             NOW,
         )
     }
@@ -638,7 +598,7 @@ pub(crate) mod tests {
             json!({"alg": "ES256", "kid": "ec-p256"}),
             claims.clone(),
         );
-        assert!(verify(&t, &c.resources[1], &c, &KeyRing::new(&c), NOW).is_ok());
+        assert!(verify(&t, &c.resources[1], &c, &KeyRing::new(&c), None, NOW).is_ok());
         let t = token(
             "rsa-a",
             "RS256",
@@ -646,7 +606,7 @@ pub(crate) mod tests {
             claims,
         );
         assert_eq!(
-            verify(&t, &c.resources[1], &c, &KeyRing::new(&c), NOW),
+            verify(&t, &c.resources[1], &c, &KeyRing::new(&c), None, NOW),
             Err(AuthError::AlgNotAllowed)
         );
     }
@@ -918,25 +878,26 @@ pub(crate) mod tests {
     fn serves_repeated_tokens_from_the_cache_but_checks_claims_every_time() {
         let c = base();
         let ring = KeyRing::new(&c);
+        let cache = TokenCache::new(c.token_cache_size);
         let t = good_token();
-        let first = verify(&t, &c.resources[0], &c, &ring, NOW).unwrap();
-        let again = verify(&t, &c.resources[0], &c, &ring, NOW + 1).unwrap();
+        let first = verify(&t, &c.resources[0], &c, &ring, Some(&cache), NOW).unwrap();
+        let again = verify(&t, &c.resources[0], &c, &ring, Some(&cache), NOW + 1).unwrap();
         assert!(
             Rc::ptr_eq(&first.0, &again.0),
             "second check is a cache hit"
         );
-        assert_eq!(ring.cache().unwrap().take_counts(), (1, 1));
+        assert_eq!(cache.take_counts(), (1, 1));
         // Same token, other resource: the audience is checked on the hit.
         assert_eq!(
-            verify(&t, &c.resources[1], &c, &ring, NOW + 1),
+            verify(&t, &c.resources[1], &c, &ring, Some(&cache), NOW + 1),
             Err(AuthError::AudienceNotAccepted)
         );
         // Past exp + skew, the cached entry no longer counts.
         assert_eq!(
-            verify(&t, &c.resources[0], &c, &ring, NOW + 361),
+            verify(&t, &c.resources[0], &c, &ring, Some(&cache), NOW + 361),
             Err(AuthError::Expired)
         );
-        assert!(ring.cache().unwrap().is_empty());
+        assert!(cache.is_empty());
     }
 
     #[test]
@@ -945,12 +906,13 @@ pub(crate) mod tests {
         use crate::remote::{FetchPolicy, FetchState};
         let c = compile(&remote_json()).unwrap();
         let mut ring = KeyRing::new(&c);
+        let cache = TokenCache::new(c.token_cache_size);
         let mut state = FetchState::default();
         state.succeed(NOW, None, 1, &FetchPolicy::default());
-        ring.install(0, fixture_set(), state.clone());
+        ring.install(0, fixture_set(), state.clone(), &cache);
         let t = good_token();
-        assert!(verify(&t, &c.resources[0], &c, &ring, NOW).is_ok());
-        assert_eq!(ring.cache().unwrap().len(), 1);
+        assert!(verify(&t, &c.resources[0], &c, &ring, Some(&cache), NOW).is_ok());
+        assert_eq!(cache.len(), 1);
         let without_a: Vec<_> = fixture_set()
             .keys()
             .iter()
@@ -958,10 +920,10 @@ pub(crate) mod tests {
             .cloned()
             .collect();
         state.succeed(NOW + 1, None, 2, &FetchPolicy::default());
-        ring.install(0, KeySet::new(without_a), state);
-        assert!(ring.cache().unwrap().is_empty());
+        ring.install(0, KeySet::new(without_a), state, &cache);
+        assert!(cache.is_empty());
         assert_eq!(
-            verify(&t, &c.resources[0], &c, &ring, NOW + 1),
+            verify(&t, &c.resources[0], &c, &ring, Some(&cache), NOW + 1),
             Err(AuthError::UnknownKid(0))
         );
     }
@@ -970,16 +932,17 @@ pub(crate) mod tests {
     fn never_caches_a_token_that_failed() {
         let c = base();
         let ring = KeyRing::new(&c);
+        let cache = TokenCache::new(c.token_cache_size);
         let good = good_token();
         let (signed, _) = good.rsplit_once('.').unwrap();
         let forged = format!("{signed}.AAAA");
         for _ in 0..2 {
             assert_eq!(
-                verify(&forged, &c.resources[0], &c, &ring, NOW),
+                verify(&forged, &c.resources[0], &c, &ring, Some(&cache), NOW),
                 Err(AuthError::BadSignature)
             );
         }
-        assert!(ring.cache().unwrap().is_empty());
+        assert!(cache.is_empty());
     }
 
     #[test]

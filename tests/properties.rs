@@ -7,6 +7,7 @@
 //! the same entry points for as long as one likes.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+use mcp_oauth_filter::cache::TokenCache;
 use mcp_oauth_filter::challenge::{ErrorCode, ResourceChallenge};
 use mcp_oauth_filter::config::Config;
 use mcp_oauth_filter::extract::{extract, Credential};
@@ -51,17 +52,18 @@ fn base_config_json() -> Value {
 }
 
 thread_local! {
-    static STATE: (Config, KeyRing) = {
+    static STATE: (Config, KeyRing, TokenCache) = {
         let c = Config::from_json(base_config_json().to_string().as_bytes()).unwrap();
         let ring = KeyRing::new(&c);
-        (c, ring)
+        let cache = TokenCache::new(c.token_cache_size);
+        (c, ring, cache)
     };
 }
 
 fn verify_everywhere(token: &str, now: u64) {
-    STATE.with(|(c, ring)| {
+    STATE.with(|(c, ring, cache)| {
         for r in &c.resources {
-            let _ = verify(token, r, c, ring, now);
+            let _ = verify(token, r, c, ring, Some(cache), now);
         }
     });
 }
@@ -343,7 +345,7 @@ proptest! {
             let ring = KeyRing::new(&c);
             for r in &c.resources {
                 let _ = mcp_oauth_filter::route::route(&c, &r.metadata_path, "mcp.example.com");
-                let _ = verify("a.b.c", r, &c, &ring, NOW);
+                let _ = verify("a.b.c", r, &c, &ring, None, NOW);
             }
         }
     }

@@ -58,7 +58,7 @@ fn config(iss: &str, keys: Vec<Value>) -> Config {
 
 fn check(config: &Config, token: &str, now: u64) -> Result<(), AuthError> {
     let ring = KeyRing::new(config);
-    verify(token, &config.resources[0], config, &ring, now).map(|_| ())
+    verify(token, &config.resources[0], config, &ring, None, now).map(|_| ())
 }
 
 /// The token with its protected header replaced (for derived cases, not RFC vectors).

@@ -5,6 +5,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
+use mcp_oauth_filter::cache::TokenCache;
 use mcp_oauth_filter::config::Config;
 use mcp_oauth_filter::json::b64url_encode;
 use mcp_oauth_filter::keyring::KeyRing;
@@ -34,10 +35,11 @@ fn config() -> Config {
 }
 
 thread_local! {
-    static STATE: (Config, KeyRing) = {
+    static STATE: (Config, KeyRing, TokenCache) = {
         let c = config();
         let ring = KeyRing::new(&c);
-        (c, ring)
+        let cache = TokenCache::new(64);
+        (c, ring, cache)
     };
 }
 
@@ -60,9 +62,9 @@ fuzz_target!(|data: &[u8]| {
         )
     };
     let now = NOW.wrapping_add(u64::from(mode >> 1) * 1000);
-    STATE.with(|(c, ring)| {
+    STATE.with(|(c, ring, cache)| {
         for resource in &c.resources {
-            let _ = verify(&token, resource, c, ring, now);
+            let _ = verify(&token, resource, c, ring, Some(cache), now);
         }
     });
 });

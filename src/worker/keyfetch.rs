@@ -1,0 +1,387 @@
+//! Driving the remote-key state machine (`remote`, README "Remote keys") with a host: when
+//! to fetch, the fetch itself and its discovery hops, storing a good key set for every
+//! worker, failure and back-off, and the rate-limited refetch an unknown `kid` asks for.
+//!
+//! Each fetched issuer has a small record (`FetchState`) and its last good key set in shared
+//! data, under names that carry the issuer and its source, so every worker (and every
+//! listener) fetching the same keys shares one copy. A worker takes the fetch by writing the
+//! record's lease with compare-and-swap: N workers make one fetch.
+
+use crate::cache::TokenCache;
+use crate::config::{Config, IssuerId, KeySource};
+use crate::keyring::KeyRing;
+use crate::keys::KeySet;
+use crate::metrics::{Counters, Metric};
+use crate::remote::{self, FetchError, FetchPolicy, FetchState, Target, Why};
+use crate::url::HttpUrl;
+use crate::worker::host::{CallResponse, Host};
+use std::collections::HashMap;
+
+/// A fetched issuer and the shared-data names of its record and key set.
+#[derive(Debug, Clone)]
+struct RemoteIssuer {
+    id: IssuerId,
+    issuer: String,
+    cluster: String,
+    jwks_uri: Option<HttpUrl>,
+    policy: FetchPolicy,
+    state_key: String,
+    jwks_key: String,
+}
+
+/// What the fetcher works on besides its own state: the worker's keys, the cache that must
+/// forget tokens of keys that left, and the counters.
+pub struct KeysAt<'a, H: Host> {
+    pub host: &'a H,
+    pub keys: &'a mut KeyRing,
+    pub cache: &'a TokenCache,
+    pub counters: &'a mut Counters,
+}
+
+/// The fetches of one worker.
+#[derive(Debug, Default)]
+pub struct KeyFetcher {
+    remotes: Vec<RemoteIssuer>,
+    /// Fetches this worker has in flight: call token → issuer and document.
+    in_flight: HashMap<u32, (IssuerId, Target)>,
+    /// Issuers an unknown `kid` asked to refetch (dispatched on the next tick).
+    wanted: Vec<IssuerId>,
+}
+
+impl KeyFetcher {
+    pub fn new(config: &Config) -> KeyFetcher {
+        let remotes = config
+            .issuers
+            .iter()
+            .enumerate()
+            .filter_map(|(id, issuer)| match &issuer.keys {
+                KeySource::Inline(_) => None,
+                KeySource::Remote {
+                    cluster,
+                    jwks_uri,
+                    policy,
+                } => {
+                    let source = jwks_uri.as_ref().map_or("discover".to_string(), |u| {
+                        format!("{}{}", u.origin(), u.path)
+                    });
+                    let base = format!(
+                        "mcp-oauth-filter/v1/keys/{}|{}|{}",
+                        issuer.issuer, cluster, source
+                    );
+                    Some(RemoteIssuer {
+                        id,
+                        issuer: issuer.issuer.clone(),
+                        cluster: cluster.clone(),
+                        jwks_uri: jwks_uri.clone(),
+                        policy: *policy,
+                        state_key: format!("{base}/state"),
+                        jwks_key: format!("{base}/jwks"),
+                    })
+                }
+            })
+            .collect();
+        KeyFetcher {
+            remotes,
+            ..KeyFetcher::default()
+        }
+    }
+
+    /// Whether any issuer's keys are fetched.
+    pub fn is_empty(&self) -> bool {
+        self.remotes.is_empty()
+    }
+
+    /// How long a request waits for `issuer`'s first key set.
+    pub fn wait_ms(&self, issuer: IssuerId) -> u64 {
+        self.remote(issuer).map_or(0, |r| r.policy.wait_ms)
+    }
+
+    fn remote(&self, issuer: IssuerId) -> Option<&RemoteIssuer> {
+        self.remotes.iter().find(|r| r.id == issuer)
+    }
+
+    /// At configuration: creates each shared record no worker created yet, and takes the key
+    /// sets other workers (or an earlier configuration) already stored.
+    pub fn start<H: Host>(&self, at: &mut KeysAt<'_, H>) {
+        for remote in &self.remotes {
+            if let (None, None) = read_state(at.host, remote) {
+                write_state(at.host, remote, &FetchState::default(), None);
+            }
+            sync(at, remote);
+        }
+    }
+
+    /// Takes every key set another worker stored since; whether any changed.
+    pub fn sync_all<H: Host>(&self, at: &mut KeysAt<'_, H>) -> bool {
+        self.remotes
+            .iter()
+            .fold(false, |changed, r| sync(at, r) | changed)
+    }
+
+    /// An unknown `kid` asks for a refetch of `issuer` (at most one per window).
+    pub fn want_refetch(&mut self, issuer: IssuerId) {
+        if !self.wanted.contains(&issuer) {
+            self.wanted.push(issuer);
+        }
+    }
+
+    /// The tick: syncs every issuer, and starts each fetch that is due (or asked for and
+    /// allowed by the refetch window) unless another worker holds the lease.
+    pub fn on_tick<H: Host>(&mut self, at: &mut KeysAt<'_, H>, now: u64) {
+        let wanted = std::mem::take(&mut self.wanted);
+        for i in 0..self.remotes.len() {
+            let Some(remote) = self.remotes.get(i).cloned() else {
+                continue;
+            };
+            sync(at, &remote);
+            let busy = self.in_flight.values().any(|(id, _)| *id == remote.id);
+            if !busy {
+                self.maybe_fetch(at, &remote, wanted.contains(&remote.id), now);
+            }
+        }
+    }
+
+    fn maybe_fetch<H: Host>(
+        &mut self,
+        at: &mut KeysAt<'_, H>,
+        remote: &RemoteIssuer,
+        wanted: bool,
+        now: u64,
+    ) {
+        let (Some(mut state), cas) = read_state(at.host, remote) else {
+            write_state(at.host, remote, &FetchState::default(), None);
+            return;
+        };
+        let why = match state.due(now) {
+            Some(why) => why,
+            None if wanted && state.may_refetch(now, &remote.policy) => Why::UnknownKid,
+            None => return,
+        };
+        state.begin(now, why, &remote.policy);
+        if !write_state(at.host, remote, &state, cas) {
+            return; // another worker took the lease
+        }
+        log::debug!(
+            "mcp-oauth-filter: fetching keys of {:?} ({why:?})",
+            remote.issuer
+        );
+        let target = state.target(&remote.issuer, remote.jwks_uri.as_ref());
+        self.dispatch(at, remote, target);
+    }
+
+    fn dispatch<H: Host>(&mut self, at: &mut KeysAt<'_, H>, remote: &RemoteIssuer, target: Target) {
+        let Ok(url) = HttpUrl::parse(target.url()) else {
+            fail(
+                at,
+                remote,
+                FetchError::Discovery("key URL is not an http(s) URL"),
+            );
+            return;
+        };
+        let mut path = if url.path.is_empty() {
+            "/".to_string()
+        } else {
+            url.path.clone()
+        };
+        if let Some(q) = &url.query {
+            path = format!("{path}?{q}");
+        }
+        let headers = [
+            (":method", "GET"),
+            (":path", path.as_str()),
+            (":authority", url.authority.as_str()),
+            (":scheme", url.scheme.as_str()),
+            ("accept", "application/json"),
+            ("user-agent", "mcp-oauth-filter"),
+        ];
+        match at.host.http_call(
+            &remote.cluster,
+            &headers,
+            None,
+            remote.policy.fetch_timeout_ms,
+        ) {
+            Ok(token) => {
+                self.in_flight.insert(token, (remote.id, target));
+            }
+            Err(status) => {
+                log::warn!(
+                    "mcp-oauth-filter: cannot fetch keys of {:?} through cluster {:?}: status {status} (is the cluster defined?)",
+                    remote.issuer,
+                    remote.cluster
+                );
+                fail(at, remote, FetchError::Status(0));
+            }
+        }
+    }
+
+    /// An HTTP call answered (or timed out). `Some(changed)` when it was one of ours:
+    /// whether requests waiting for keys should be decided again.
+    pub fn on_response<H: Host>(
+        &mut self,
+        at: &mut KeysAt<'_, H>,
+        token: u32,
+        response: &CallResponse,
+    ) -> Option<bool> {
+        let (id, target) = self.in_flight.remove(&token)?;
+        let remote = self.remote(id)?.clone();
+        let Some(status) = response.status() else {
+            fail(at, &remote, FetchError::Timeout);
+            return Some(true);
+        };
+        let Some(body) = response.whole_body() else {
+            fail(at, &remote, FetchError::TooLarge);
+            return Some(true);
+        };
+        match target {
+            Target::Jwks(_) => match remote::read_jwks(status, body) {
+                Ok((set, skipped)) => {
+                    for line in skipped {
+                        log::warn!("mcp-oauth-filter: keys of {:?}: {line}", remote.issuer);
+                    }
+                    let max_age = remote::max_age(response.header("cache-control"));
+                    store(at, &remote, body, max_age, set);
+                }
+                Err(e) => fail(at, &remote, e),
+            },
+            discovery => {
+                let (Some(mut state), cas) = read_state(at.host, &remote) else {
+                    return Some(false);
+                };
+                match state.on_discovery(&discovery, &remote.issuer, status, body) {
+                    Ok(_) => {
+                        write_state(at.host, &remote, &state, cas);
+                        let next = state.target(&remote.issuer, remote.jwks_uri.as_ref());
+                        self.dispatch(at, &remote, next);
+                        return Some(false);
+                    }
+                    Err(e) => {
+                        write_state(at.host, &remote, &state, cas);
+                        fail(at, &remote, e);
+                    }
+                }
+            }
+        }
+        Some(true)
+    }
+}
+
+fn read_state<H: Host>(host: &H, remote: &RemoteIssuer) -> (Option<FetchState>, Option<u32>) {
+    let (bytes, cas) = host.get_shared(&remote.state_key);
+    (bytes.and_then(|b| serde_json::from_slice(&b).ok()), cas)
+}
+
+fn write_state<H: Host>(
+    host: &H,
+    remote: &RemoteIssuer,
+    state: &FetchState,
+    cas: Option<u32>,
+) -> bool {
+    let Ok(bytes) = serde_json::to_vec(state) else {
+        return false;
+    };
+    host.set_shared(&remote.state_key, &bytes, cas)
+}
+
+/// Brings this worker's copy of an issuer's keys up to the shared version; whether the
+/// installed key set changed.
+fn sync<H: Host>(at: &mut KeysAt<'_, H>, remote: &RemoteIssuer) -> bool {
+    let (Some(state), _) = read_state(at.host, remote) else {
+        return false;
+    };
+    let installed = at.keys.installed_version(remote.id);
+    if state.version == 0 || state.version == installed {
+        at.keys.observe(remote.id, state);
+        return false;
+    }
+    let (jwks, _) = at.host.get_shared(&remote.jwks_key);
+    match remote::read_jwks(200, &jwks.unwrap_or_default()) {
+        Ok((set, _)) => {
+            log::info!(
+                "mcp-oauth-filter: keys of {:?} updated: {} key(s), version {}",
+                remote.issuer,
+                set.len(),
+                state.version
+            );
+            at.keys.install(remote.id, set, state, at.cache);
+            set_keys_in_use(at);
+            true
+        }
+        Err(e) => {
+            log::warn!(
+                "mcp-oauth-filter: shared keys of {:?} unreadable: {e}",
+                remote.issuer
+            );
+            at.keys.observe(remote.id, state);
+            false
+        }
+    }
+}
+
+fn set_keys_in_use<H: Host>(at: &KeysAt<'_, H>) {
+    at.host.set_gauge(
+        &format!("{}keys_in_use", crate::metrics::PREFIX),
+        at.keys.key_count() as u64,
+    );
+}
+
+/// Stores a good key set for every worker, then records the success.
+fn store<H: Host>(
+    at: &mut KeysAt<'_, H>,
+    remote: &RemoteIssuer,
+    body: &[u8],
+    max_age: Option<u64>,
+    set: KeySet,
+) {
+    at.host.set_shared(&remote.jwks_key, body, None);
+    let digest = remote::digest(body);
+    if let Some(state) = update_state(at.host, remote, |s, now| {
+        s.succeed(now, max_age, digest, &remote.policy)
+    }) {
+        log::info!(
+            "mcp-oauth-filter: fetched keys of {:?}: {} key(s), version {}, valid {} s",
+            remote.issuer,
+            set.len(),
+            state.version,
+            state.expires_at.saturating_sub(state.fetched_at)
+        );
+        at.keys.install(remote.id, set, state, at.cache);
+        set_keys_in_use(at);
+    }
+    at.counters.add(Metric::KeyFetchesOk, 1);
+}
+
+/// Records a failed fetch: the keys stay, a retry is scheduled with back-off.
+fn fail<H: Host>(at: &mut KeysAt<'_, H>, remote: &RemoteIssuer, error: FetchError) {
+    if let Some(state) = update_state(at.host, remote, |s, now| s.fail(now, &error)) {
+        log::warn!(
+            "mcp-oauth-filter: key fetch for {:?} failed: {error} [{}]; retry in {} s{}",
+            remote.issuer,
+            error.code(),
+            state.retry_at.saturating_sub(at.host.now_ms() / 1000),
+            if state.version > 0 {
+                ", keeping the last good keys"
+            } else {
+                ""
+            }
+        );
+        at.keys.observe(remote.id, state);
+    }
+    at.counters.add(Metric::KeyFetchesFailed, 1);
+}
+
+/// Read-modify-write of the shared record, retried on a compare-and-swap conflict.
+fn update_state<H: Host>(
+    host: &H,
+    remote: &RemoteIssuer,
+    change: impl Fn(&mut FetchState, u64),
+) -> Option<FetchState> {
+    for _ in 0..8 {
+        let (state, cas) = read_state(host, remote);
+        let mut state = state.unwrap_or_default();
+        change(&mut state, host.now_ms() / 1000);
+        if write_state(host, remote, &state, cas) {
+            return Some(state);
+        }
+    }
+    None
+}

@@ -1,0 +1,272 @@
+//! One worker's filter (Envoy runs one wasm VM per worker thread): everything that happens
+//! between the host's callbacks and the pure decisions, behind the [`Host`] trait so it is
+//! tested natively against a fake host.
+//!
+//! A request's headers are decided at once where they can be (`decide`); a request that must
+//! wait, for its issuer's keys or for its body, is held as one [`Pending`] entry until a
+//! decision releases or answers it. Nothing else releases it: not the end of its body, not its
+//! trailers (RFC 9113 §8.1), not a timeout (a wait that runs out answers 503 or 408). Key
+//! fetches run on the tick and on HTTP call answers (`keyfetch`). Counters are counted in
+//! memory and handed to the host on the tick (`metrics`).
+
+pub mod host;
+mod keyfetch;
+mod pending;
+mod requests;
+
+#[cfg(test)]
+pub mod fake;
+#[cfg(test)]
+mod tests;
+
+pub use host::{CallResponse, Flow, ForeignError, Host, MAX_CALL_BODY};
+pub use pending::Pending;
+
+use crate::cache::TokenCache;
+use crate::config::{Config, ConfigError, IssuerId};
+use crate::hostsig::{self, HostVerify};
+use crate::keyring::KeyRing;
+use crate::keys::KeySet;
+use crate::metrics::{Counters, Metric};
+use crate::reason::Reason;
+use crate::verify::KeyStore;
+use keyfetch::{KeyFetcher, KeysAt};
+use pending::PendingRequests;
+use std::cell::Cell;
+
+/// How often the host calls [`Worker::on_tick`]: counters reach `/stats` within this, held
+/// requests are decided again at least this often, fetches start within this.
+pub const TICK_MS: u64 = 200;
+
+/// The filter of one worker.
+pub struct Worker<H: Host> {
+    config: Config,
+    state: State<H>,
+}
+
+/// Everything but the configuration, so a decision (which borrows the configuration) can be
+/// applied to it.
+struct State<H: Host> {
+    host: H,
+    keys: KeyRing,
+    cache: TokenCache,
+    fetcher: KeyFetcher,
+    pending: PendingRequests,
+    counters: Counters,
+    signatures: SignatureState,
+    /// When the last "no body reached the filter" warning was logged (one a minute).
+    body_warned_ms: Option<u64>,
+}
+
+impl<H: Host> Worker<H> {
+    /// Compiles the plugin configuration and starts: counters defined at 0, shared key
+    /// records created, key sets other workers stored taken.
+    pub fn configure(host: H, text: &[u8]) -> Result<Worker<H>, ConfigError> {
+        let config = Config::from_json(text)?;
+        for warning in &config.warnings {
+            log::warn!("mcp-oauth-filter: configuration: {warning}");
+        }
+        log::info!(
+            "mcp-oauth-filter: configured {} resource(s), {} issuer(s)",
+            config.resources.len(),
+            config.issuers.len()
+        );
+        let mut worker = Worker {
+            state: State {
+                host,
+                keys: KeyRing::new(&config),
+                cache: TokenCache::new(config.token_cache_size),
+                fetcher: KeyFetcher::new(&config),
+                pending: PendingRequests::default(),
+                counters: Counters::new(&config),
+                signatures: SignatureState::default(),
+                body_warned_ms: None,
+            },
+            config,
+        };
+        worker.define_counters_at_zero();
+        let s = &mut worker.state;
+        s.fetcher.start(&mut KeysAt {
+            host: &s.host,
+            keys: &mut s.keys,
+            cache: &s.cache,
+            counters: &mut s.counters,
+        });
+        Ok(worker)
+    }
+
+    /// The counters an operator needs a first sample of (README, "What the operator sees"):
+    /// denials by other reasons appear when they first happen.
+    fn define_counters_at_zero(&mut self) {
+        let mut zero = vec![
+            Metric::RequestsAllowed,
+            Metric::MetadataServed,
+            Metric::RequestsDenied(Reason::MissingToken),
+        ];
+        if self.config.token_cache_size > 0 {
+            zero.extend([Metric::TokenCacheHits, Metric::TokenCacheMisses]);
+        }
+        if !self.state.fetcher.is_empty() {
+            zero.extend([Metric::KeyFetchesOk, Metric::KeyFetchesFailed]);
+        }
+        let s = &mut self.state;
+        s.counters.define(&s.host, &zero);
+    }
+
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    pub fn host(&self) -> &H {
+        &self.state.host
+    }
+
+    /// How many requests are held or answered and not yet forgotten.
+    pub fn pending_len(&self) -> usize {
+        self.state.pending.len()
+    }
+
+    /// The periodic tick: counters handed over, keys synced and fetched, held requests whose
+    /// keys changed (or whose wait ran out) decided again, body waits that ran out answered.
+    pub fn on_tick(&mut self) {
+        let Worker { config, state } = self;
+        let now = state.host.now_ms() / 1000;
+        state.fetcher.on_tick(
+            &mut KeysAt {
+                host: &state.host,
+                keys: &mut state.keys,
+                cache: &state.cache,
+                counters: &mut state.counters,
+            },
+            now,
+        );
+        state.wake_key_waits(config);
+        state.expire_body_waits(config);
+        state.flush_counters();
+    }
+
+    /// An HTTP call the worker made was answered (or timed out).
+    pub fn on_http_call_response(&mut self, token: u32, response: &CallResponse) {
+        let Worker { config, state } = self;
+        let changed = state.fetcher.on_response(
+            &mut KeysAt {
+                host: &state.host,
+                keys: &mut state.keys,
+                cache: &state.cache,
+                counters: &mut state.counters,
+            },
+            token,
+            response,
+        );
+        if changed == Some(true) {
+            state.wake_key_waits(config);
+        }
+    }
+
+    pub fn on_request_headers(&mut self, context: u32, pairs: &[u8], end_of_stream: bool) -> Flow {
+        let Worker { config, state } = self;
+        state.on_request_headers(config, context, pairs, end_of_stream)
+    }
+
+    pub fn on_request_body(&mut self, context: u32, body_size: usize, end_of_stream: bool) -> Flow {
+        let Worker { config, state } = self;
+        state.on_body(config, context, Some(body_size), end_of_stream)
+    }
+
+    /// Trailers end the body (HTTP/2, or chunked HTTP/1.1 where Envoy passes them on).
+    pub fn on_request_trailers(&mut self, context: u32) -> Flow {
+        let Worker { config, state } = self;
+        state.on_body(config, context, None, true)
+    }
+
+    /// The host dropped the request's context: whatever it was waiting for is forgotten.
+    pub fn on_done(&mut self, context: u32) {
+        self.state.pending.forget(context);
+    }
+}
+
+impl<H: Host> State<H> {
+    /// Hands the counts since the last tick to the host.
+    fn flush_counters(&mut self) {
+        let answered = self.signatures.answered.take();
+        self.counters.add(Metric::SignatureChecksHost, answered);
+        self.counters.flush(&self.host);
+    }
+
+    /// Counts the verified-token cache's hits and misses of a decision that stands.
+    fn count_cache(&mut self) {
+        let (hits, misses) = self.cache.take_counts();
+        self.counters.add(Metric::TokenCacheHits, hits);
+        self.counters.add(Metric::TokenCacheMisses, misses);
+    }
+
+    fn sync_all_keys(&mut self) -> bool {
+        self.fetcher.sync_all(&mut KeysAt {
+            host: &self.host,
+            keys: &mut self.keys,
+            cache: &self.cache,
+            counters: &mut self.counters,
+        })
+    }
+}
+
+/// Whether the host has Envoy's `verify_signature`, and how many checks it answered since the
+/// last tick.
+#[derive(Debug, Default)]
+struct SignatureState {
+    missing: Cell<bool>,
+    answered: Cell<u64>,
+}
+
+/// The host's signature check (`hostsig`), asked until the host says it has no such
+/// function. Its answers are counted in `signature_checks_host`, defined at the first one.
+struct HostSignatures<'a, H: Host> {
+    host: &'a H,
+    state: &'a SignatureState,
+}
+
+impl<H: Host> HostVerify for HostSignatures<'_, H> {
+    fn call(&self, request: &[u8]) -> Option<Vec<u8>> {
+        if self.state.missing.get() {
+            return None;
+        }
+        match self.host.call_foreign(hostsig::FUNCTION, request) {
+            Ok(answer) => {
+                self.state.answered.set(self.state.answered.get() + 1);
+                Some(answer)
+            }
+            Err(ForeignError::NotFound) => {
+                self.state.missing.set(true);
+                log::info!(
+                    "mcp-oauth-filter: the host has no {} function: signatures are checked in wasm",
+                    hostsig::FUNCTION
+                );
+                None
+            }
+            Err(ForeignError::Failed(status)) => {
+                log::debug!("mcp-oauth-filter: host signature check refused (status {status})");
+                None
+            }
+        }
+    }
+}
+
+/// The worker's keys, with the host's signature check.
+struct Trusted<'a> {
+    ring: &'a KeyRing,
+    host: &'a dyn HostVerify,
+}
+
+impl KeyStore for Trusted<'_> {
+    fn keys(&self, issuer: IssuerId) -> Option<&KeySet> {
+        self.ring.keys(issuer)
+    }
+
+    fn refetch_allowed(&self, issuer: IssuerId, now: u64) -> bool {
+        self.ring.refetch_allowed(issuer, now)
+    }
+
+    fn host(&self) -> Option<&dyn HostVerify> {
+        Some(self.host)
+    }
+}

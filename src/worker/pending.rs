@@ -1,0 +1,144 @@
+//! Requests the worker holds or has answered, by context id: one map, one enum per request.
+//! A request is in it from the moment the filter holds it (or answers it) until the host
+//! drops its context, so a finished request is forgotten in one place, and combinations that
+//! make no sense (waiting for keys and for a body at once) cannot be written down.
+//! A request that is not in the map was let go: its later callbacks continue.
+
+use crate::config::IssuerId;
+use crate::decide::BodyCheck;
+use crate::headers::RequestHead;
+use std::collections::HashMap;
+use std::hash::{BuildHasherDefault, Hasher};
+
+/// Why a request is in the map.
+#[derive(Debug)]
+pub enum Pending {
+    /// Held until its issuer's keys change (first load, or a refetch for an unknown `kid`) or
+    /// its wait runs out.
+    Keys(KeyWait),
+    /// Its body decides: held (or, headers gone first, its body held) until the body is whole.
+    Body(BodyWait),
+    /// Answered by the filter: nothing of it may go on.
+    Answered,
+}
+
+#[derive(Debug)]
+pub struct KeyWait {
+    pub issuer: IssuerId,
+    /// Index of the resource in `Config::resources`.
+    pub resource: usize,
+    pub deadline_ms: u64,
+    /// The issuer's fetch generation when the request started waiting.
+    pub generation: u64,
+    pub head: RequestHead,
+    pub body: BodySoFar,
+}
+
+/// What of a held request's body has reached the filter (kept only where the body decides).
+#[derive(Debug, Default)]
+pub enum BodySoFar {
+    #[default]
+    Nothing,
+    /// Chunks came: the host hands bodies to a filter that holds the headers.
+    Partial,
+    Whole(Vec<u8>),
+}
+
+#[derive(Debug)]
+pub struct BodyWait {
+    pub check: BodyCheck,
+    pub head: RequestHead,
+    /// The headers are held too (else they went upstream first).
+    pub headers_held: bool,
+    /// A chunk of the body reached the filter.
+    pub seen: bool,
+    pub deadline_ms: u64,
+}
+
+/// Context ids come from the host, not from clients: no need for a DoS-resistant hash.
+#[derive(Default)]
+pub struct IdHasher(u64);
+
+impl Hasher for IdHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        for b in bytes {
+            self.0 = (self.0 << 8 | u64::from(*b)).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+        }
+    }
+
+    fn write_u32(&mut self, n: u32) {
+        self.0 = u64::from(n).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    }
+}
+
+/// Every request the worker holds or has answered.
+#[derive(Debug, Default)]
+pub struct PendingRequests {
+    map: HashMap<u32, Pending, BuildHasherDefault<IdHasher>>,
+}
+
+impl PendingRequests {
+    pub fn get_mut(&mut self, context: u32) -> Option<&mut Pending> {
+        self.map.get_mut(&context)
+    }
+
+    pub fn insert(&mut self, context: u32, pending: Pending) {
+        self.map.insert(context, pending);
+    }
+
+    pub fn remove(&mut self, context: u32) -> Option<Pending> {
+        self.map.remove(&context)
+    }
+
+    /// Marks a request answered (whatever it was waiting for).
+    pub fn answered(&mut self, context: u32) {
+        self.map.insert(context, Pending::Answered);
+    }
+
+    /// Forgets a finished request.
+    pub fn forget(&mut self, context: u32) {
+        if !self.map.is_empty() {
+            self.map.remove(&context);
+        }
+    }
+
+    /// The requests held for keys that `due` says must be decided again.
+    pub fn key_waits(&self, mut due: impl FnMut(&KeyWait) -> bool) -> Vec<u32> {
+        let mut ids: Vec<u32> = self
+            .map
+            .iter()
+            .filter_map(|(id, p)| match p {
+                Pending::Keys(w) if due(w) => Some(*id),
+                _ => None,
+            })
+            .collect();
+        ids.sort_unstable(); // deterministic: oldest context first
+        ids
+    }
+
+    /// The requests whose body wait ran out at `now_ms`.
+    pub fn body_waits_past(&self, now_ms: u64) -> Vec<u32> {
+        let mut ids: Vec<u32> = self
+            .map
+            .iter()
+            .filter_map(|(id, p)| match p {
+                Pending::Body(w) if now_ms >= w.deadline_ms => Some(*id),
+                _ => None,
+            })
+            .collect();
+        ids.sort_unstable();
+        ids
+    }
+
+    pub fn len(&self) -> usize {
+        self.map.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.map.is_empty()
+    }
+}

@@ -1,0 +1,713 @@
+//! The worker against a fake host, natively and with a fake clock: key fetches and the
+//! requests that wait for them, the body hold in both modes, trailers, counters, and the
+//! property that nothing held is released except by its decision.
+
+use super::fake::{Action, Dispatched, FakeHost, T0_MS};
+use super::*;
+use crate::config::tests::base_json;
+use crate::headers::serialize_pairs;
+use crate::keys::tests::fixture;
+use crate::verify::tests::{good_claims, token};
+use proptest::prelude::*;
+use serde_json::{json, Value};
+
+const CTX: u32 = 10;
+
+/// `/mcp` only, its issuer's keys fetched from `https://auth.example.com/jwks` through the
+/// cluster `auth`.
+fn remote_json() -> Value {
+    let mut v = base_json();
+    v["resources"].as_array_mut().unwrap().truncate(1);
+    v["issuers"] = json!([{"issuer": "https://auth.example.com", "cluster": "auth",
+        "jwks_uri": "https://auth.example.com/jwks"}]);
+    v
+}
+
+/// `/mcp` with per-tool scopes (inline keys): `delete_all` needs `mcp:admin`.
+fn tools_json(hold: bool) -> Value {
+    let mut v = base_json();
+    v["resources"][0]["tool_scopes"] = json!({"delete_all": ["mcp:admin"]});
+    v["hold_headers_for_body"] = json!(hold);
+    v["body_wait_ms"] = json!(1000);
+    v
+}
+
+fn worker(config: &Value, host: FakeHost) -> Worker<FakeHost> {
+    Worker::configure(host, config.to_string().as_bytes()).unwrap()
+}
+
+/// A token for /mcp signed by `key` under `kid`, valid for an hour, with `scope`.
+fn bearer(key: &str, kid: &str, scope: &str) -> String {
+    let mut claims = good_claims();
+    claims["exp"] = json!(T0_MS / 1000 + 3600 * 24);
+    claims["scope"] = json!(scope);
+    let t = token(key, "RS256", json!({"alg": "RS256", "kid": kid}), claims);
+    format!("Bearer {t}")
+}
+
+fn headers(method: &str, authorization: Option<&str>) -> Vec<u8> {
+    let mut pairs = vec![
+        (":method", method),
+        (":path", "/mcp"),
+        (":authority", "mcp.example.com"),
+    ];
+    if let Some(a) = authorization {
+        pairs.push(("authorization", a));
+    }
+    serialize_pairs(&pairs)
+}
+
+fn jwks(names: &[&str]) -> Vec<u8> {
+    let keys: Vec<Value> = names
+        .iter()
+        .map(|n| fixture(&format!("{n}.jwk.json")))
+        .collect();
+    json!({ "keys": keys }).to_string().into_bytes()
+}
+
+fn answer(w: &mut Worker<FakeHost>, call: &Dispatched, status: u16, body: &[u8]) {
+    let response = CallResponse {
+        headers: vec![(":status".into(), status.to_string())],
+        body: body.to_vec(),
+        body_size: body.len(),
+    };
+    w.on_http_call_response(call.token, &response);
+}
+
+/// The statuses the worker answered, by context, in order.
+fn answered(actions: &[Action]) -> Vec<(u32, u16)> {
+    actions
+        .iter()
+        .filter_map(|a| match a {
+            Action::Respond {
+                context, status, ..
+            } => Some((*context, *status)),
+            _ => None,
+        })
+        .collect()
+}
+
+fn resumed(actions: &[Action]) -> Vec<u32> {
+    actions
+        .iter()
+        .filter_map(|a| match a {
+            Action::Resume(c) => Some(*c),
+            _ => None,
+        })
+        .collect()
+}
+
+/// Ticks until the worker dispatched a call, and returns it.
+fn tick_until_call(w: &mut Worker<FakeHost>) -> Dispatched {
+    for _ in 0..5 {
+        w.on_tick();
+        if let Some(call) = w.host().take_calls().pop() {
+            return call;
+        }
+        w.host().advance_ms(TICK_MS);
+    }
+    panic!("no call dispatched")
+}
+
+/// A worker whose issuer's keys (`names`) are loaded.
+fn loaded(names: &[&str]) -> Worker<FakeHost> {
+    let mut w = worker(&remote_json(), FakeHost::new());
+    let call = tick_until_call(&mut w);
+    answer(&mut w, &call, 200, &jwks(names));
+    w
+}
+
+#[test]
+fn holds_a_request_until_the_first_key_set_arrives_then_decides_it() {
+    let mut w = worker(&remote_json(), FakeHost::new());
+    let good = bearer("rsa-a", "rsa-a", "mcp:read");
+    assert_eq!(
+        w.on_request_headers(CTX, &headers("GET", Some(&good)), true),
+        Flow::Pause
+    );
+    let forged = bearer("rsa-b", "rsa-a", "mcp:read");
+    assert_eq!(
+        w.on_request_headers(CTX + 1, &headers("GET", Some(&forged)), true),
+        Flow::Pause
+    );
+    let call = tick_until_call(&mut w);
+    assert_eq!(
+        (
+            call.cluster.as_str(),
+            call.url.as_str(),
+            call.method.as_str()
+        ),
+        ("auth", "https://auth.example.com/jwks", "GET")
+    );
+    assert!(w
+        .host()
+        .take_actions()
+        .iter()
+        .all(|a| !matches!(a, Action::Resume(_) | Action::Respond { .. })));
+    answer(&mut w, &call, 200, &jwks(&["rsa-a"]));
+    let actions = w.host().take_actions();
+    assert_eq!(resumed(&actions), [CTX]);
+    assert_eq!(answered(&actions), [(CTX + 1, 401)]);
+    assert!(actions.contains(&Action::RemoveHeader(CTX, "authorization".into())));
+    w.on_tick();
+    assert_eq!(w.host().counter("mcp_oauth_requests_allowed"), 1);
+    assert_eq!(
+        w.host().counter("mcp_oauth_requests_denied_bad_signature"),
+        1
+    );
+    assert_eq!(w.host().counter("mcp_oauth_key_fetches_ok"), 1);
+}
+
+#[test]
+fn answers_503_when_the_first_key_set_does_not_arrive_within_the_wait() {
+    let mut w = worker(&remote_json(), FakeHost::new());
+    let good = bearer("rsa-a", "rsa-a", "mcp:read");
+    w.on_request_headers(CTX, &headers("GET", Some(&good)), true);
+    let _never_answered = tick_until_call(&mut w);
+    w.host().advance_ms(4_900);
+    w.on_tick();
+    assert!(
+        answered(&w.host().take_actions()).is_empty(),
+        "still within jwks_wait_ms"
+    );
+    w.host().advance_ms(200);
+    w.on_tick();
+    let actions = w.host().take_actions();
+    assert_eq!(answered(&actions), [(CTX, 503)]);
+    assert!(resumed(&actions).is_empty());
+    let Some(Action::Respond { headers, .. }) =
+        actions.iter().find(|a| matches!(a, Action::Respond { .. }))
+    else {
+        unreachable!()
+    };
+    assert!(headers.contains(&("retry-after".into(), "5".into())));
+    assert_eq!(
+        w.host()
+            .counter("mcp_oauth_requests_denied_keys_unavailable"),
+        1
+    );
+}
+
+#[test]
+fn keeps_stale_keys_when_a_refresh_fails_and_retries_with_back_off() {
+    let mut w = loaded(&["rsa-a"]);
+    w.host().take_actions();
+    // Three quarters into the default 15 minutes, the refresh is due.
+    w.host().advance_ms(676_000);
+    let refresh = tick_until_call(&mut w);
+    answer(&mut w, &refresh, 500, b"");
+    w.on_tick();
+    assert_eq!(w.host().counter("mcp_oauth_key_fetches_failed"), 1);
+    let good = bearer("rsa-a", "rsa-a", "mcp:read");
+    assert_eq!(
+        w.on_request_headers(CTX, &headers("GET", Some(&good)), true),
+        Flow::Continue,
+        "the last good keys stay in use"
+    );
+    // Back-off: 1 s after the first failure, then 2 s.
+    w.on_tick();
+    assert!(w.host().take_calls().is_empty(), "not before retry_at");
+    w.host().advance_ms(1_000);
+    let retry = tick_until_call(&mut w);
+    answer(&mut w, &retry, 503, b"");
+    w.host().advance_ms(1_000);
+    w.on_tick();
+    assert!(
+        w.host().take_calls().is_empty(),
+        "the second retry waits 2 s"
+    );
+    w.host().advance_ms(1_000);
+    let again = tick_until_call(&mut w);
+    answer(&mut w, &again, 200, &jwks(&["rsa-a", "rsa-b"]));
+    let rotated = bearer("rsa-b", "rsa-b", "mcp:read");
+    assert_eq!(
+        w.on_request_headers(CTX + 1, &headers("GET", Some(&rotated)), true),
+        Flow::Continue
+    );
+}
+
+#[test]
+fn refetches_once_for_an_unknown_kid_then_refuses_new_ones_within_the_window() {
+    let mut w = loaded(&["rsa-a"]);
+    let rotated = bearer("rsa-b", "rsa-b", "mcp:read");
+    assert_eq!(
+        w.on_request_headers(CTX, &headers("GET", Some(&rotated)), true),
+        Flow::Pause
+    );
+    let refetch = tick_until_call(&mut w);
+    assert_eq!(refetch.url, "https://auth.example.com/jwks");
+    answer(&mut w, &refetch, 200, &jwks(&["rsa-a", "rsa-b"]));
+    assert_eq!(resumed(&w.host().take_actions()), [CTX]);
+    // Within the 30 s window another unknown kid is refused at once, without a fetch.
+    w.host().advance_ms(10_000);
+    let unknown = bearer("rsa-b", "rsa-z", "mcp:read");
+    assert_eq!(
+        w.on_request_headers(CTX + 1, &headers("GET", Some(&unknown)), true),
+        Flow::Pause
+    );
+    assert_eq!(answered(&w.host().take_actions()), [(CTX + 1, 401)]);
+    w.on_tick();
+    assert!(w.host().take_calls().is_empty());
+    // After the window, one more refetch.
+    w.host().advance_ms(21_000);
+    w.on_request_headers(CTX + 2, &headers("GET", Some(&unknown)), true);
+    let again = tick_until_call(&mut w);
+    answer(&mut w, &again, 200, &jwks(&["rsa-a", "rsa-b"]));
+    assert_eq!(answered(&w.host().take_actions()), [(CTX + 2, 401)]);
+}
+
+#[test]
+fn two_workers_racing_for_the_first_fetch_make_one_call() {
+    let first = FakeHost::new();
+    let second = first.worker_beside();
+    let mut a = worker(&remote_json(), first);
+    let mut b = worker(&remote_json(), second);
+    let good = bearer("rsa-a", "rsa-a", "mcp:read");
+    b.on_request_headers(CTX, &headers("GET", Some(&good)), true);
+    a.on_tick();
+    b.on_tick();
+    let (calls_a, calls_b) = (a.host().take_calls(), b.host().take_calls());
+    assert_eq!(calls_a.len() + calls_b.len(), 1, "{calls_a:?} {calls_b:?}");
+    let call = calls_a.first().or(calls_b.first()).unwrap().clone();
+    let (fetcher, other) = if calls_a.is_empty() {
+        (&mut b, &mut a)
+    } else {
+        (&mut a, &mut b)
+    };
+    answer(fetcher, &call, 200, &jwks(&["rsa-a"]));
+    other.host().advance_ms(TICK_MS);
+    other.on_tick();
+    fetcher.on_tick();
+    // The other worker took the stored key set without fetching it.
+    assert!(a.host().take_calls().is_empty() && b.host().take_calls().is_empty());
+    assert_eq!(resumed(&b.host().take_actions()), [CTX]);
+    assert_eq!(
+        a.on_request_headers(CTX + 1, &headers("GET", Some(&good)), true),
+        Flow::Continue
+    );
+}
+
+#[test]
+fn discovers_keys_in_the_order_the_mcp_specification_gives() {
+    let mut v = remote_json();
+    v["resources"][0]["authorization_servers"] = json!(["https://as.example.com/tenant"]);
+    v["issuers"] = json!([{"issuer": "https://as.example.com/tenant", "cluster": "auth"}]);
+    let mut w = worker(&v, FakeHost::new());
+    let mut urls = Vec::new();
+    let mut call = tick_until_call(&mut w);
+    for _ in 0..2 {
+        urls.push(call.url.clone());
+        answer(&mut w, &call, 404, b"");
+        call = w
+            .host()
+            .take_calls()
+            .pop()
+            .expect("the next discovery document");
+    }
+    urls.push(call.url.clone());
+    let doc = json!({"issuer": "https://as.example.com/tenant", "jwks_uri": "https://keys.example.com/k"});
+    answer(&mut w, &call, 200, doc.to_string().as_bytes());
+    let keys = w.host().take_calls().pop().expect("the key set");
+    assert_eq!(
+        urls,
+        [
+            "https://as.example.com/.well-known/oauth-authorization-server/tenant",
+            "https://as.example.com/.well-known/openid-configuration/tenant",
+            "https://as.example.com/tenant/.well-known/openid-configuration",
+        ]
+    );
+    assert_eq!(keys.url, "https://keys.example.com/k");
+    answer(&mut w, &keys, 200, &jwks(&["rsa-a"]));
+    w.on_tick();
+    assert_eq!(w.host().counter("mcp_oauth_key_fetches_ok"), 1);
+}
+
+fn tool_call(name: &str) -> Vec<u8> {
+    json!({"jsonrpc": "2.0", "id": 1, "method": "tools/call", "params": {"name": name}})
+        .to_string()
+        .into_bytes()
+}
+
+/// Sends `body` in two chunks (and, with `trailers`, ends it with trailers).
+fn send_body(w: &mut Worker<FakeHost>, ctx: u32, body: &[u8], trailers: bool) -> Vec<Flow> {
+    let (a, b) = body.split_at(body.len() / 2);
+    let size = w.host().buffer_body(ctx, a);
+    let mut flows = vec![w.on_request_body(ctx, size, false)];
+    let size = w.host().buffer_body(ctx, b);
+    flows.push(w.on_request_body(ctx, size, !trailers));
+    if trailers {
+        flows.push(w.on_request_trailers(ctx));
+    }
+    flows
+}
+
+#[test]
+fn holds_headers_for_the_body_and_decides_on_the_whole_body() {
+    for trailers in [false, true] {
+        let mut w = worker(&tools_json(true), FakeHost::new());
+        let read = bearer("rsa-a", "rsa-a", "mcp:read");
+        assert_eq!(
+            w.on_request_headers(CTX, &headers("POST", Some(&read)), false),
+            Flow::Pause
+        );
+        let flows = send_body(&mut w, CTX, &tool_call("echo"), trailers);
+        assert_eq!(flows.last(), Some(&Flow::Continue), "{flows:?}");
+        assert!(flows[..flows.len() - 1].iter().all(|f| *f == Flow::Pause));
+        assert_eq!(
+            w.on_request_headers(CTX + 1, &headers("pOST", Some(&read)), false),
+            Flow::Pause
+        );
+        let flows = send_body(&mut w, CTX + 1, &tool_call("delete_all"), trailers);
+        assert!(flows.iter().all(|f| *f == Flow::Pause), "{flows:?}");
+        let actions = w.host().take_actions();
+        assert_eq!(answered(&actions), [(CTX + 1, 403)]);
+        assert!(resumed(&actions).is_empty());
+        // Whatever else the host sends for the answered request stays where it is.
+        assert_eq!(w.on_request_body(CTX + 1, 10, true), Flow::Pause);
+        assert_eq!(w.on_request_trailers(CTX + 1), Flow::Pause);
+    }
+}
+
+#[test]
+fn lets_headers_go_first_but_never_the_body_of_a_denied_call() {
+    for trailers in [false, true] {
+        let mut w = worker(&tools_json(false), FakeHost::new());
+        let read = bearer("rsa-a", "rsa-a", "mcp:read");
+        assert_eq!(
+            w.on_request_headers(CTX, &headers("POST", Some(&read)), false),
+            Flow::Continue
+        );
+        let flows = send_body(&mut w, CTX, &tool_call("delete_all"), trailers);
+        assert!(flows.iter().all(|f| *f == Flow::Pause), "{flows:?}");
+        assert_eq!(answered(&w.host().take_actions()), [(CTX, 403)]);
+        assert_eq!(
+            w.on_request_headers(CTX + 1, &headers("POST", Some(&read)), false),
+            Flow::Continue
+        );
+        let flows = send_body(&mut w, CTX + 1, &tool_call("echo"), trailers);
+        assert_eq!(flows.last(), Some(&Flow::Continue));
+    }
+}
+
+#[test]
+fn answers_503_when_held_headers_get_no_body_and_408_for_an_incomplete_one() {
+    let mut w = worker(&tools_json(true), FakeHost::new());
+    let read = bearer("rsa-a", "rsa-a", "mcp:read");
+    w.on_request_headers(CTX, &headers("POST", Some(&read)), false);
+    w.on_request_headers(CTX + 1, &headers("POST", Some(&read)), false);
+    let size = w.host().buffer_body(CTX + 1, b"{\"jsonrpc\"");
+    assert_eq!(w.on_request_body(CTX + 1, size, false), Flow::Pause);
+    w.host().advance_ms(999);
+    w.on_tick();
+    assert!(answered(&w.host().take_actions()).is_empty());
+    w.host().advance_ms(1);
+    w.on_tick();
+    let actions = w.host().take_actions();
+    assert_eq!(answered(&actions), [(CTX, 503), (CTX + 1, 408)]);
+    assert!(resumed(&actions).is_empty());
+    assert_eq!(
+        w.host()
+            .counter("mcp_oauth_requests_denied_body_not_delivered"),
+        1
+    );
+    assert_eq!(
+        w.host()
+            .counter("mcp_oauth_requests_denied_body_incomplete"),
+        1
+    );
+    // The rest of the body, when it comes after all, moves nothing.
+    assert_eq!(w.on_request_body(CTX, 10, true), Flow::Pause);
+}
+
+#[test]
+fn trailers_end_a_body_that_arrived_while_keys_were_loading() {
+    let mut v = tools_json(true);
+    v["issuers"][0] = json!({"issuer": "https://auth.example.com", "cluster": "auth",
+        "jwks_uri": "https://auth.example.com/jwks"});
+    let mut w = worker(&v, FakeHost::new());
+    let read = bearer("rsa-a", "rsa-a", "mcp:read");
+    for (ctx, tool) in [(CTX, "delete_all"), (CTX + 1, "echo")] {
+        assert_eq!(
+            w.on_request_headers(ctx, &headers("POST", Some(&read)), false),
+            Flow::Pause
+        );
+        let flows = send_body(&mut w, ctx, &tool_call(tool), true);
+        assert!(flows.iter().all(|f| *f == Flow::Pause), "{flows:?}");
+    }
+    let call = tick_until_call(&mut w);
+    answer(&mut w, &call, 200, &jwks(&["rsa-a"]));
+    let actions = w.host().take_actions();
+    assert_eq!(answered(&actions), [(CTX, 403)]);
+    assert_eq!(resumed(&actions), [CTX + 1]);
+}
+
+#[test]
+fn forgets_every_pending_request_when_its_context_ends() {
+    let mut v = tools_json(true);
+    v["issuers"][0] = json!({"issuer": "https://auth.example.com", "cluster": "auth",
+        "jwks_uri": "https://auth.example.com/jwks"});
+    let mut w = worker(&v, FakeHost::new());
+    let read = bearer("rsa-a", "rsa-a", "mcp:read");
+    w.on_request_headers(1, &headers("POST", Some(&read)), false); // waits for keys
+    w.on_request_headers(2, &headers("POST", None), false); // answered 401
+    assert_eq!(w.pending_len(), 2);
+    let call = tick_until_call(&mut w);
+    answer(&mut w, &call, 200, &jwks(&["rsa-a"]));
+    w.on_request_headers(3, &headers("POST", Some(&read)), false); // waits for its body
+    assert_eq!(w.pending_len(), 3);
+    w.host().take_actions();
+    for ctx in [1, 2, 3] {
+        w.on_done(ctx);
+    }
+    assert_eq!(w.pending_len(), 0);
+    w.host().advance_ms(60_000);
+    w.on_tick();
+    assert!(
+        answered(&w.host().take_actions()).is_empty(),
+        "nothing answered for a dropped request"
+    );
+}
+
+#[test]
+fn counts_in_memory_and_hands_the_counts_to_the_host_on_the_tick() {
+    let mut w = worker(&remote_json(), FakeHost::new());
+    for name in [
+        "mcp_oauth_requests_allowed",
+        "mcp_oauth_metadata_served",
+        "mcp_oauth_requests_denied_missing_token",
+        "mcp_oauth_token_cache_hits",
+        "mcp_oauth_token_cache_misses",
+        "mcp_oauth_key_fetches_ok",
+        "mcp_oauth_key_fetches_failed",
+    ] {
+        assert!(w.host().has_counter(name), "{name} defined at 0");
+    }
+    assert!(!w
+        .host()
+        .has_counter("mcp_oauth_requests_denied_token_expired"));
+    let call = tick_until_call(&mut w);
+    answer(&mut w, &call, 200, &jwks(&["rsa-a"]));
+    let good = bearer("rsa-a", "rsa-a", "mcp:read");
+    for ctx in 0..3 {
+        w.on_request_headers(ctx, &headers("GET", Some(&good)), true);
+    }
+    w.on_request_headers(9, &headers("GET", None), true);
+    assert_eq!(
+        w.host().counter("mcp_oauth_requests_allowed"),
+        0,
+        "not before the tick"
+    );
+    w.on_tick();
+    assert_eq!(w.host().counter("mcp_oauth_requests_allowed"), 3);
+    assert_eq!(w.host().counter("mcp_oauth_token_cache_misses"), 1);
+    assert_eq!(w.host().counter("mcp_oauth_token_cache_hits"), 2);
+    assert_eq!(
+        w.host().counter("mcp_oauth_requests_denied_missing_token"),
+        1
+    );
+    assert_eq!(w.host().gauge("mcp_oauth_keys_in_use"), Some(1));
+}
+
+#[test]
+fn a_refused_call_counts_as_a_failed_fetch_and_is_retried() {
+    let mut w = worker(&remote_json(), FakeHost::new().refusing_calls());
+    w.on_tick();
+    w.on_tick();
+    assert_eq!(w.host().counter("mcp_oauth_key_fetches_failed"), 1);
+}
+
+// ------------------------------------------------------------------------------------------
+// Property: nothing held is released except by its decision
+
+/// What one request carries.
+#[derive(Debug, Clone, Copy)]
+enum Credential {
+    Good,
+    /// The issuer's `kid`, another key's signature.
+    Forged,
+    /// A `kid` the issuer never publishes.
+    UnknownKid,
+    Missing,
+}
+
+#[derive(Debug, Clone, Copy)]
+enum Body {
+    Allowed,
+    Forbidden,
+    NotJson,
+}
+
+#[derive(Debug, Clone, Copy)]
+enum Step {
+    /// The next piece of the request (headers, a chunk, the end or the trailers).
+    Advance(usize),
+    Tick,
+    Clock(u64),
+    /// Every call in flight is answered with the issuer's keys (rsa-a).
+    KeysArrive,
+    Done(usize),
+}
+
+fn step() -> impl Strategy<Value = Step> {
+    prop_oneof![
+        6 => (0..4usize).prop_map(Step::Advance),
+        2 => Just(Step::Tick),
+        1 => (0..3_000u64).prop_map(Step::Clock),
+        1 => Just(Step::KeysArrive),
+        1 => (0..4usize).prop_map(Step::Done),
+    ]
+}
+
+fn request() -> impl Strategy<Value = (Credential, Body, bool)> {
+    (
+        prop_oneof![
+            Just(Credential::Good),
+            Just(Credential::Forged),
+            Just(Credential::UnknownKid),
+            Just(Credential::Missing)
+        ],
+        prop_oneof![
+            Just(Body::Allowed),
+            Just(Body::Forbidden),
+            Just(Body::NotJson)
+        ],
+        any::<bool>(),
+    )
+}
+
+/// What the host has let through of one request.
+#[derive(Debug, Default)]
+struct Seen {
+    /// Pieces sent so far: 0 none, 1 headers, 2 first chunk, 3 second chunk, 4 ended.
+    sent: usize,
+    done: bool,
+    headers_released: bool,
+    /// Chunks the filter paused (the host holds them until the request is resumed).
+    paused_chunks: usize,
+    body_released: bool,
+    answered: bool,
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(256))]
+
+    #[test]
+    fn no_pending_request_is_released_except_by_its_decision(
+        hold in any::<bool>(),
+        remote in any::<bool>(),
+        requests in prop::collection::vec(request(), 4),
+        steps in prop::collection::vec(step(), 0..60),
+    ) {
+        let mut v = tools_json(hold);
+        if remote {
+            v["issuers"][0] = json!({"issuer": "https://auth.example.com", "cluster": "auth",
+                "jwks_uri": "https://auth.example.com/jwks", "jwks_wait_ms": 2000});
+        }
+        let mut w = worker(&v, FakeHost::new());
+        let mut seen: Vec<Seen> = (0..4).map(|_| Seen::default()).collect();
+        let mut calls: Vec<Dispatched> = Vec::new();
+        let tokens: Vec<Option<String>> = requests.iter().map(|(c, _, _)| match c {
+            Credential::Good => Some(bearer("rsa-a", "rsa-a", "mcp:read")),
+            Credential::Forged => Some(bearer("rsa-b", "rsa-a", "mcp:read")),
+            Credential::UnknownKid => Some(bearer("rsa-b", "rsa-z", "mcp:read")),
+            Credential::Missing => None,
+        }).collect();
+        // Everything the steps do, then enough time and keys for every request to end.
+        let tail = [Step::KeysArrive, Step::Tick, Step::Clock(20_000), Step::Tick, Step::KeysArrive, Step::Tick];
+        let all: Vec<Step> = steps.iter().copied().chain((0..4).flat_map(|i| [Step::Advance(i); 4])).chain(tail).collect();
+        for step in all {
+            match step {
+                Step::Advance(i) => {
+                    let ctx = i as u32 + 1;
+                    let s = &mut seen[i];
+                    if s.done || s.sent >= 4 {
+                        continue;
+                    }
+                    let (_, body, trailers) = requests[i];
+                    let bytes = match body {
+                        Body::Allowed => tool_call("echo"),
+                        Body::Forbidden => tool_call("delete_all"),
+                        Body::NotJson => b"not json at all".to_vec(),
+                    };
+                    let (first, second) = bytes.split_at(bytes.len() / 2);
+                    let flow = match s.sent {
+                        0 => {
+                            let flow = w.on_request_headers(ctx, &headers("POST", tokens[i].as_deref()), false);
+                            s.headers_released |= flow == Flow::Continue;
+                            flow
+                        }
+                        1 | 2 => {
+                            let chunk = if s.sent == 1 { first } else { second };
+                            let size = w.host().buffer_body(ctx, chunk);
+                            let last = s.sent == 2 && !trailers;
+                            w.on_request_body(ctx, size, last)
+                        }
+                        _ if trailers => w.on_request_trailers(ctx),
+                        _ => {
+                            s.sent += 1; // already ended with its last chunk
+                            continue;
+                        }
+                    };
+                    if s.sent > 0 {
+                        match flow {
+                            // Continuing the body continues the held headers too.
+                            Flow::Continue => {
+                                s.body_released = true;
+                                s.headers_released = true;
+                            }
+                            Flow::Pause => s.paused_chunks += 1,
+                        }
+                    }
+                    s.sent += 1;
+                }
+                Step::Tick => w.on_tick(),
+                Step::Clock(ms) => w.host().advance_ms(ms),
+                Step::KeysArrive => {
+                    calls.extend(w.host().take_calls());
+                    for call in std::mem::take(&mut calls) {
+                        answer(&mut w, &call, 200, &jwks(&["rsa-a"]));
+                    }
+                }
+                Step::Done(i) => {
+                    w.on_done(i as u32 + 1);
+                    seen[i].done = true;
+                }
+            }
+            calls.extend(w.host().take_calls());
+            for action in w.host().take_actions() {
+                match action {
+                    Action::Resume(ctx) => {
+                        let s = &mut seen[ctx as usize - 1];
+                        prop_assert!(!s.done && !s.answered, "resumed after its end: {s:?}");
+                        s.headers_released = true;
+                        s.body_released |= s.paused_chunks > 0;
+                    }
+                    Action::Respond { context, .. } => {
+                        let s = &mut seen[context as usize - 1];
+                        prop_assert!(!s.done && !s.answered && !s.body_released, "answered twice or after release: {s:?}");
+                        s.answered = true;
+                    }
+                    _ => {}
+                }
+            }
+        }
+        for (i, (credential, body, _)) in requests.iter().enumerate() {
+            let s = &seen[i];
+            let allowed = matches!((credential, body), (Credential::Good, Body::Allowed));
+            if !allowed {
+                prop_assert!(!s.body_released, "request {i} {credential:?} {body:?}: body released");
+                if hold || !matches!(credential, Credential::Good) {
+                    prop_assert!(!s.headers_released, "request {i} {credential:?} {body:?}: headers released");
+                }
+            } else if !s.done && !s.answered {
+                // Not refused for its keys or its body taking too long: then let go, whole.
+                prop_assert!(s.headers_released && s.body_released, "request {i} allowed but still held: {s:?}");
+            }
+            prop_assert!(s.done || s.answered || s.body_released, "request {i} never ended: {s:?}");
+        }
+        for i in 0..4 {
+            w.on_done(i + 1);
+        }
+        prop_assert_eq!(w.pending_len(), 0);
+    }
+}
