@@ -42,8 +42,8 @@ pub struct KeysAt<'a, H: Host> {
 #[derive(Debug, Default)]
 pub struct KeyFetcher {
     remotes: Vec<RemoteIssuer>,
-    /// Fetches this worker has in flight: call token → issuer and document.
-    in_flight: HashMap<u32, (IssuerId, Target)>,
+    /// Fetches this worker has in flight: call token → issuer, document, when it went out.
+    in_flight: HashMap<u32, (IssuerId, Target, u64)>,
     /// Issuers an unknown `kid` asked to refetch (dispatched on the next tick).
     wanted: Vec<IssuerId>,
 }
@@ -129,16 +129,30 @@ impl KeyFetcher {
     /// allowed by the refetch window) unless another worker holds the lease.
     pub fn on_tick<H: Host>(&mut self, at: &mut KeysAt<'_, H>, now: u64) {
         let wanted = std::mem::take(&mut self.wanted);
+        self.forget_unanswered(at.host.now_ms());
         for i in 0..self.remotes.len() {
             let Some(remote) = self.remotes.get(i).cloned() else {
                 continue;
             };
             sync(at, &remote);
-            let busy = self.in_flight.values().any(|(id, _)| *id == remote.id);
+            let busy = self.in_flight.values().any(|(id, _, _)| *id == remote.id);
             if !busy {
                 self.maybe_fetch(at, &remote, wanted.contains(&remote.id), now);
             }
         }
+    }
+
+    /// A call the host never answered (its timeout passed twice over) no longer blocks the
+    /// next fetch; the shared lease it held has run out by then too.
+    fn forget_unanswered(&mut self, now_ms: u64) {
+        let remotes = &self.remotes;
+        self.in_flight.retain(|_, (id, _, sent_ms)| {
+            let timeout = remotes
+                .iter()
+                .find(|r| r.id == *id)
+                .map_or(0, |r| r.policy.fetch_timeout_ms);
+            now_ms < *sent_ms + 2 * timeout + 1000
+        });
     }
 
     fn maybe_fetch<H: Host>(
@@ -201,7 +215,8 @@ impl KeyFetcher {
             remote.policy.fetch_timeout_ms,
         ) {
             Ok(token) => {
-                self.in_flight.insert(token, (remote.id, target));
+                let now_ms = at.host.now_ms();
+                self.in_flight.insert(token, (remote.id, target, now_ms));
             }
             Err(status) => {
                 log::warn!(
@@ -222,7 +237,7 @@ impl KeyFetcher {
         token: u32,
         response: &CallResponse,
     ) -> Option<bool> {
-        let (id, target) = self.in_flight.remove(&token)?;
+        let (id, target, _) = self.in_flight.remove(&token)?;
         let remote = self.remote(id)?.clone();
         let Some(status) = response.status() else {
             fail(at, &remote, FetchError::Timeout);

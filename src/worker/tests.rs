@@ -516,6 +516,23 @@ fn a_refused_call_counts_as_a_failed_fetch_and_is_retried() {
     assert_eq!(w.host().counter("mcp_oauth_key_fetches_failed"), 1);
 }
 
+#[test]
+fn a_call_the_host_never_answers_does_not_block_the_next_fetch() {
+    let mut w = worker(&remote_json(), FakeHost::new());
+    let _lost = tick_until_call(&mut w);
+    // The lease (11 s for a 5 s timeout) and the call's own bound (2 x 5 s + 1 s) run out.
+    w.host().advance_ms(11_000);
+    w.on_tick();
+    let again = w.host().take_calls();
+    assert_eq!(again.len(), 1, "{again:?}");
+    answer(&mut w, &again[0], 200, &jwks(&["rsa-a"]));
+    let good = bearer("rsa-a", "rsa-a", "mcp:read");
+    assert_eq!(
+        w.on_request_headers(CTX, &headers("GET", Some(&good)), true),
+        Flow::Continue
+    );
+}
+
 // ------------------------------------------------------------------------------------------
 // Property: nothing held is released except by its decision
 
