@@ -3,15 +3,20 @@
 // (9.x) with a headless, auto-approving login, on 127.0.0.1 and plain HTTP.
 //
 //   node peers/auth-server.mjs [--port 0] [--access-token-ttl 300] [--subject demo-user]
-//                              [--alg RS256|ES256] [--no-rfc8414]
+//                              [--alg RS256|ES256] [--no-rfc8414] [--opaque]
 //
 // Once listening it prints one JSON line on stdout:
 //   {"ready": true, "issuer": "http://127.0.0.1:PORT", "port": PORT,
-//    "jwks_uri": "...", "cc_client": {"client_id": "...", "client_secret": "..."}}
+//    "jwks_uri": "...", "cc_client": {"client_id": "...", "client_secret": "..."},
+//    "introspection_endpoint": "...", "introspection_client": {...}, "introspection_client_post": {...}}
 //
 // What it offers:
 // - JWT access tokens (RFC 9068, `typ: at+jwt`) whose `aud` is the RFC 8707 `resource` the
 //   client asked for, `scope` = the requested scopes limited to mcp:read mcp:write mcp:admin;
+// - or, with --opaque, opaque access tokens for every resource (oidc-provider's
+//   `accessTokenFormat: 'opaque'`), which resource servers check by introspection (RFC 7662)
+//   and clients can revoke (RFC 7009); two confidential clients for a resource server to
+//   introspect with, one authenticating with client_secret_basic, one with client_secret_post;
 // - JWKS with one RSA (RS256) and one P-256 (ES256) key, made fresh at every start;
 // - RFC 8414 metadata at /.well-known/oauth-authorization-server and OpenID Connect discovery
 //   at /.well-known/openid-configuration (both served by oidc-provider); --no-rfc8414 answers
@@ -40,6 +45,7 @@ const { values: opts } = parseArgs({
     subject: { type: 'string', default: 'demo-user' },
     alg: { type: 'string', default: 'RS256' },
     'no-rfc8414': { type: 'boolean', default: false },
+    opaque: { type: 'boolean', default: false },
     quiet: { type: 'boolean', default: false },
   },
 });
@@ -48,6 +54,9 @@ const OFFERED_SCOPES = ['mcp:read', 'mcp:write', 'mcp:admin'];
 const OIDC_SCOPES = ['openid', 'offline_access'];
 const ACCESS_TOKEN_TTL = Number.parseInt(opts['access-token-ttl'], 10);
 const CC_CLIENT = { client_id: 'mcp-cc-client', client_secret: randomBytes(24).toString('base64url') };
+// Resource servers (the filter) introspecting opaque tokens.
+const INTROSPECTION_CLIENT = { client_id: 'mcp-gateway', client_secret: randomBytes(24).toString('base64url') };
+const INTROSPECTION_CLIENT_POST = { client_id: 'mcp-gateway-post', client_secret: randomBytes(24).toString('base64url') };
 
 function log(...args) {
   if (!opts.quiet) console.error('[auth-server]', ...args);
@@ -129,6 +138,16 @@ server.listen(Number.parseInt(opts.port, 10), opts.host, () => {
         token_endpoint_auth_method: 'client_secret_basic',
         scope: OFFERED_SCOPES.join(' '),
       },
+      ...[
+        [INTROSPECTION_CLIENT, 'client_secret_basic'],
+        [INTROSPECTION_CLIENT_POST, 'client_secret_post'],
+      ].map(([client, method]) => ({
+        ...client,
+        grant_types: [],
+        response_types: [],
+        redirect_uris: [],
+        token_endpoint_auth_method: method,
+      })),
     ],
     jwks: { keys: signingKeys() },
     cookies: { keys: [randomBytes(32).toString('hex')] },
@@ -156,8 +175,8 @@ server.listen(Number.parseInt(opts.port, 10), opts.host, () => {
             scope: OFFERED_SCOPES.join(' '),
             audience: resourceIndicator,
             accessTokenTTL: ACCESS_TOKEN_TTL,
-            accessTokenFormat: 'jwt',
-            jwt: { sign: { alg: opts.alg } },
+            accessTokenFormat: opts.opaque ? 'opaque' : 'jwt',
+            ...(opts.opaque ? {} : { jwt: { sign: { alg: opts.alg } } }),
           };
         },
       },
@@ -231,7 +250,16 @@ server.listen(Number.parseInt(opts.port, 10), opts.host, () => {
   };
 
   process.stdout.write(
-    `${JSON.stringify({ ready: true, issuer, port, jwks_uri: `${issuer}/jwks`, cc_client: CC_CLIENT })}\n`,
+    `${JSON.stringify({
+      ready: true,
+      issuer,
+      port,
+      jwks_uri: `${issuer}/jwks`,
+      cc_client: CC_CLIENT,
+      introspection_endpoint: `${issuer}/token/introspection`,
+      introspection_client: INTROSPECTION_CLIENT,
+      introspection_client_post: INTROSPECTION_CLIENT_POST,
+    })}\n`,
   );
 });
 

@@ -145,7 +145,7 @@ mod tests {
 
     fn entry(issuer: usize, key: u64, exp: f64) -> Rc<Signed> {
         Rc::new(Signed {
-            alg: Alg::Rs256,
+            alg: Some(Alg::Rs256),
             issuer,
             key,
             exp,

@@ -8,6 +8,7 @@ use crate::challenge::ErrorCode;
 use crate::config::{Config, IssuerId, ProtectedResource};
 use crate::cors;
 use crate::extract::{self, Credential};
+use crate::introspect;
 use crate::mcp;
 use crate::paths;
 use crate::reason::Reason;
@@ -57,6 +58,13 @@ pub enum Decision<'c> {
     ReadBody {
         check: BodyCheck,
         edits: Allow<'c>,
+    },
+    /// The token is opaque (or its issuer has no keys): ask these issuers, in order, whether
+    /// it is active (RFC 7662), then [`authorize`] the answer that says so.
+    Introspect {
+        /// Index of the resource in `Config::resources`.
+        resource: usize,
+        issuers: Vec<IssuerId>,
     },
     /// Hold the request and decide again when the issuer's keys change: they have not loaded
     /// yet, or (`refetch`) the token's `kid` is unknown and a refetch is allowed.
@@ -135,6 +143,19 @@ pub fn decide<'c>(
         return deny(ErrorCode::InvalidToken, e.reason(), e.description());
     }
     let index = resource_index(config, resource);
+    if !resource.introspected_by.is_empty() && !introspect::is_jws(token) {
+        if let Err(description) = extract::check_syntax(token) {
+            return deny(
+                ErrorCode::InvalidRequest,
+                Reason::InvalidRequest,
+                description,
+            );
+        }
+        return Decision::Introspect {
+            resource: index,
+            issuers: resource.introspected_by.clone(),
+        };
+    }
     let verified = match verify::verify(token, resource, config, keys, cache, now) {
         Ok(v) => v,
         Err(AuthError::KeysPending(issuer)) => {
@@ -142,6 +163,12 @@ pub fn decide<'c>(
                 issuer,
                 resource: index,
                 refetch: false,
+            }
+        }
+        Err(AuthError::Introspect(issuer)) => {
+            return Decision::Introspect {
+                resource: index,
+                issuers: vec![issuer],
             }
         }
         Err(AuthError::UnknownKid(issuer)) if keys.refetch_allowed(issuer, now) => {
@@ -175,10 +202,10 @@ fn body_decides(resource: &ProtectedResource, req: &Request<'_>) -> bool {
     resource.inspects_body() && (req.has_body || req.method.eq_ignore_ascii_case("POST"))
 }
 
-/// The scope check and the header edits for a verified token. A request whose body decides
-/// first needs its body: the scope check then covers the whole operation at once (one
-/// challenge with every scope it needs).
-fn authorize<'c>(
+/// The scope check and the header edits for a verified token (a JWT's, or an introspection
+/// answer's). A request whose body decides first needs its body: the scope check then covers
+/// the whole operation at once (one challenge with every scope it needs).
+pub fn authorize<'c>(
     config: &'c Config,
     resource: &'c ProtectedResource,
     index: usize,

@@ -34,6 +34,7 @@ impl KeyRing {
                     policy: Some(*policy),
                     ..Slot::default()
                 },
+                KeySource::None => Slot::default(),
             })
             .collect();
         KeyRing { slots }

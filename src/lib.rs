@@ -16,6 +16,7 @@ pub mod decide;
 pub mod extract;
 pub mod headers;
 pub mod hostsig;
+pub mod introspect;
 pub mod json;
 pub mod keyring;
 pub mod keys;

@@ -3,7 +3,7 @@
 //! same core as the filter (`Config::from_json`, `decide`, `decide_body`), natively.
 
 use mcp_oauth_filter::cache::TokenCache;
-use mcp_oauth_filter::config::{Config, KeySource};
+use mcp_oauth_filter::config::{ClientAuth, Config, Introspection, KeySource};
 use mcp_oauth_filter::decide::{decide, decide_body, Decision, Request};
 use mcp_oauth_filter::json::decode_object;
 use mcp_oauth_filter::keyring::KeyRing;
@@ -152,12 +152,51 @@ fn check(path: &str) -> Result<ExitCode, Failure> {
                     policy.cache_seconds, policy.refetch_interval_seconds, policy.fetch_timeout_ms, policy.wait_ms
                 );
             }
+            KeySource::None => {
+                println!("    key source:  none: its tokens, JWTs included, are introspected")
+            }
+        }
+        if let Some(intro) = &i.introspection {
+            println!(
+                "    introspection: {}",
+                introspection_endpoint(&i.issuer, intro)
+            );
+            println!(
+                "    introspection client: {} ({}), secret from {}",
+                intro.client_id,
+                match intro.auth_method {
+                    ClientAuth::Basic => "client_secret_basic",
+                    ClientAuth::Post => "client_secret_post",
+                },
+                intro.secret.describe()
+            );
+            println!(
+                "    introspection cache: active answers {} s (never past exp), inactive {} s; timeout {} ms; at most {} calls in flight per worker",
+                intro.cache_seconds, intro.negative_cache_seconds, intro.timeout_ms, intro.max_in_flight
+            );
         }
     }
     for w in &config.warnings {
         println!("warning: {w}");
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Where an issuer's tokens are introspected: the configured endpoint, or where it is found.
+fn introspection_endpoint(issuer: &str, intro: &Introspection) -> String {
+    match &intro.endpoint {
+        Some(url) => format!(
+            "{}{} through Envoy cluster {:?}",
+            url.origin(),
+            url.path,
+            intro.cluster
+        ),
+        None => format!(
+            "the introspection_endpoint of the issuer's metadata, discovered through Envoy cluster {:?} from the first of: {}",
+            intro.cluster,
+            FetchState::discovery_urls(issuer).join(", ")
+        ),
+    }
 }
 
 fn list_or_none(items: &[String]) -> String {
@@ -317,6 +356,20 @@ fn explain(a: &ExplainArgs) -> Result<ExitCode, Failure> {
     println!("3. credential: Bearer token");
     describe_token(&a.token, now);
     let mut decision = decide(&config, &keys, None, &req, now);
+    if let Decision::Introspect { issuers, .. } = &decision {
+        // The filter would ask the authorization server: explain says where, and stops.
+        let places: Vec<String> = issuers
+            .iter()
+            .filter_map(|id| config.issuers.get(*id))
+            .filter_map(|i| Some(introspection_endpoint(&i.issuer, i.introspection.as_ref()?)))
+            .collect();
+        println!(
+            "4. opaque token: would be introspected at {}",
+            places.join(", then ")
+        );
+        println!("decision: depends on the introspection answer (RFC 7662): not decided offline");
+        return Ok(ExitCode::FAILURE);
+    }
     let mut body_checked = false;
     if let Decision::ReadBody { check, .. } = &decision {
         let body = match &a.body {
@@ -509,5 +562,6 @@ fn report(decision: &Decision<'_>) -> ExitCode {
             println!("decision: needs the request body (--body FILE)");
             ExitCode::FAILURE
         }
+        Decision::Introspect { .. } => ExitCode::FAILURE,
     }
 }

@@ -26,12 +26,19 @@ pub enum Metric {
     KeyFetchesFailed,
     /// Signature checks the host's `verify_signature` answered (`hostsig`).
     SignatureChecksHost,
+    /// Introspection answers (RFC 7662) by what they said, and calls that failed.
+    IntrospectionsActive,
+    IntrospectionsInactive,
+    IntrospectionsFailed,
+    /// Lookups in the shared introspection cache.
+    IntrospectionCacheHits,
+    IntrospectionCacheMisses,
     /// Refusals of a configured tool, by its place in [`Counters::tools`].
     ToolDenied(usize),
 }
 
 /// Counters without a payload, in slot order after the reasons.
-const PLAIN: [Metric; 10] = [
+const PLAIN: [Metric; 15] = [
     Metric::RequestsAllowed,
     Metric::MetadataServed,
     Metric::MetadataNotFound,
@@ -42,6 +49,11 @@ const PLAIN: [Metric; 10] = [
     Metric::KeyFetchesOk,
     Metric::KeyFetchesFailed,
     Metric::SignatureChecksHost,
+    Metric::IntrospectionsActive,
+    Metric::IntrospectionsInactive,
+    Metric::IntrospectionsFailed,
+    Metric::IntrospectionCacheHits,
+    Metric::IntrospectionCacheMisses,
 ];
 
 impl Metric {
@@ -70,6 +82,11 @@ impl Metric {
             Metric::KeyFetchesOk => "key_fetches_ok".into(),
             Metric::KeyFetchesFailed => "key_fetches_failed".into(),
             Metric::SignatureChecksHost => "signature_checks_host".into(),
+            Metric::IntrospectionsActive => "introspections_active".into(),
+            Metric::IntrospectionsInactive => "introspections_inactive".into(),
+            Metric::IntrospectionsFailed => "introspections_failed".into(),
+            Metric::IntrospectionCacheHits => "introspection_cache_hits".into(),
+            Metric::IntrospectionCacheMisses => "introspection_cache_misses".into(),
             Metric::ToolDenied(i) => {
                 let tool = tools.get(i).map_or("", String::as_str);
                 format!("tool_denied_{}", metric_safe(tool))

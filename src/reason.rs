@@ -40,11 +40,17 @@ pub enum Reason {
     BodyNotDelivered,
     /// The body did not arrive whole within `body_wait_ms`.
     BodyIncomplete,
+    /// No introspection answer said the token is active (RFC 7662 §2.2).
+    TokenInactive,
+    /// The introspection endpoint failed: unreachable, a timeout, not RFC 7662 (503).
+    IntrospectionUnavailable,
+    /// `max_in_flight` introspection calls were outstanding on the worker (503).
+    IntrospectionBusy,
 }
 
 impl Reason {
     /// Every reason, in declaration order (for counters indexed by reason).
-    pub const ALL: [Reason; 26] = [
+    pub const ALL: [Reason; 29] = [
         Reason::MissingToken,
         Reason::InvalidRequest,
         Reason::BadPath,
@@ -71,6 +77,9 @@ impl Reason {
         Reason::KeysUnavailable,
         Reason::BodyNotDelivered,
         Reason::BodyIncomplete,
+        Reason::TokenInactive,
+        Reason::IntrospectionUnavailable,
+        Reason::IntrospectionBusy,
     ];
 
     /// The stable short code: the counter suffix and the word logs and the CLI print.
@@ -102,6 +111,9 @@ impl Reason {
             Reason::KeysUnavailable => "keys_unavailable",
             Reason::BodyNotDelivered => "body_not_delivered",
             Reason::BodyIncomplete => "body_incomplete",
+            Reason::TokenInactive => "token_inactive",
+            Reason::IntrospectionUnavailable => "introspection_unavailable",
+            Reason::IntrospectionBusy => "introspection_busy",
         }
     }
 

@@ -93,6 +93,10 @@ pub struct FetchState {
     pub last_on_demand: u64,
     /// The key set URL found by discovery.
     pub discovered_jwks_uri: Option<String>,
+    /// The RFC 7662 endpoint found by discovery (for an issuer whose tokens are introspected
+    /// and whose `introspection.endpoint` is not configured).
+    #[serde(default)]
+    pub discovered_introspection_endpoint: Option<String>,
     /// Which discovery document is asked for next (see [`DiscoveryStep`]).
     pub discovery_step: DiscoveryStep,
     pub last_error: Option<String>,
@@ -222,14 +226,36 @@ impl FetchState {
         self.last_error = Some(error.to_string());
     }
 
-    /// The next document to ask for.
+    /// The next document to ask for, to fetch the keys.
     pub fn target(&self, issuer: &str, jwks_uri: Option<&HttpUrl>) -> Target {
+        self.next(issuer, jwks_uri, Want::KEYS)
+            .unwrap_or_else(|| self.discovery_target(issuer))
+    }
+
+    /// The next document to ask for what `want` says; `None` when everything is known (an
+    /// issuer fetched only for its introspection endpoint, once it is discovered).
+    pub fn next(&self, issuer: &str, jwks_uri: Option<&HttpUrl>, want: Want) -> Option<Target> {
+        let need_endpoint = want.endpoint && self.discovered_introspection_endpoint.is_none();
+        let need_jwks_uri = want.keys && jwks_uri.is_none() && self.discovered_jwks_uri.is_none();
+        if need_endpoint || need_jwks_uri {
+            return Some(self.discovery_target(issuer));
+        }
+        if !want.keys {
+            return None;
+        }
         if let Some(uri) = jwks_uri {
-            return Target::Jwks(format!("{}{}{}", uri.origin(), uri.path, query_suffix(uri)));
+            return Some(Target::Jwks(format!(
+                "{}{}{}",
+                uri.origin(),
+                uri.path,
+                query_suffix(uri)
+            )));
         }
-        if let Some(uri) = &self.discovered_jwks_uri {
-            return Target::Jwks(uri.clone());
-        }
+        self.discovered_jwks_uri.clone().map(Target::Jwks)
+    }
+
+    /// The discovery document this record asks for next.
+    fn discovery_target(&self, issuer: &str) -> Target {
         let appended = || {
             let trimmed = issuer.trim_end_matches('/');
             Target::OpenIdConfiguration(format!("{trimmed}/.well-known/openid-configuration"))
@@ -254,10 +280,10 @@ impl FetchState {
     /// Every discovery document URL for `issuer`, in the order they are tried.
     pub fn discovery_urls(issuer: &str) -> Vec<String> {
         let mut state = FetchState::default();
-        let mut urls = vec![state.target(issuer, None).url().to_string()];
+        let mut urls = vec![state.discovery_target(issuer).url().to_string()];
         while let Some(step) = state.next_discovery_step(issuer) {
             state.discovery_step = step;
-            urls.push(state.target(issuer, None).url().to_string());
+            urls.push(state.discovery_target(issuer).url().to_string());
         }
         urls
     }
@@ -275,8 +301,8 @@ impl FetchState {
         }
     }
 
-    /// Reads a discovery document. `Ok(true)`: the key set URL is known, fetch it next;
-    /// `Ok(false)`: try the next discovery document; `Err`: the last one failed too.
+    /// Reads a discovery document for the keys. `Ok(true)`: the key set URL is known, fetch
+    /// it next; `Ok(false)`: try the next discovery document; `Err`: the last one failed too.
     pub fn on_discovery(
         &mut self,
         target: &Target,
@@ -284,15 +310,32 @@ impl FetchState {
         status: u16,
         body: &[u8],
     ) -> Result<bool, FetchError> {
-        let result = read_discovery(issuer, status, body);
+        self.on_discovery_for(target, issuer, status, body, Want::KEYS)
+    }
+
+    /// Reads a discovery document for what `want` needs discovered; as [`Self::on_discovery`].
+    pub fn on_discovery_for(
+        &mut self,
+        target: &Target,
+        issuer: &str,
+        status: u16,
+        body: &[u8],
+        want: Want,
+    ) -> Result<bool, FetchError> {
+        let result = read_discovery(issuer, status, body, want);
         match (result, target) {
-            (Ok(uri), _) => {
-                self.discovered_jwks_uri = Some(uri);
+            (Ok(found), _) => {
+                if found.jwks_uri.is_some() {
+                    self.discovered_jwks_uri = found.jwks_uri;
+                }
+                if found.introspection_endpoint.is_some() {
+                    self.discovered_introspection_endpoint = found.introspection_endpoint;
+                }
                 Ok(true)
             }
             (Err(e), target) => {
                 // Only an answer to the document this record asks for moves it on.
-                let next = (*target == self.target(issuer, None))
+                let next = (*target == self.discovery_target(issuer))
                     .then(|| self.next_discovery_step(issuer))
                     .flatten();
                 match next {
@@ -318,7 +361,34 @@ fn query_suffix(uri: &HttpUrl) -> String {
         .unwrap_or_default()
 }
 
-fn read_discovery(issuer: &str, status: u16, body: &[u8]) -> Result<String, FetchError> {
+/// What a fetch is for: the keys (`keys`; their URL is discovered unless configured), the
+/// introspection endpoint (`endpoint`: discovered).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Want {
+    pub keys: bool,
+    pub endpoint: bool,
+}
+
+impl Want {
+    pub const KEYS: Want = Want {
+        keys: true,
+        endpoint: false,
+    };
+}
+
+/// What a discovery document names.
+#[derive(Debug, Default)]
+struct Discovered {
+    jwks_uri: Option<String>,
+    introspection_endpoint: Option<String>,
+}
+
+fn read_discovery(
+    issuer: &str,
+    status: u16,
+    body: &[u8],
+    want: Want,
+) -> Result<Discovered, FetchError> {
     if status != 200 {
         return Err(FetchError::Status(status));
     }
@@ -333,13 +403,30 @@ fn read_discovery(issuer: &str, status: u16, body: &[u8]) -> Result<String, Fetc
             "discovery document names another issuer",
         ));
     }
-    let uri = doc
-        .get("jwks_uri")
-        .and_then(|v| v.as_str())
-        .ok_or(FetchError::Discovery("discovery document has no jwks_uri"))?;
-    HttpUrl::parse(uri)
-        .map_err(|_| FetchError::Discovery("discovery jwks_uri is not an http(s) URL"))?;
-    Ok(uri.to_string())
+    let url = |member: &str, bad: &'static str| -> Result<Option<String>, FetchError> {
+        match doc.get(member).and_then(|v| v.as_str()) {
+            None => Ok(None),
+            Some(uri) => HttpUrl::parse(uri)
+                .map(|_| Some(uri.to_string()))
+                .map_err(|_| FetchError::Discovery(bad)),
+        }
+    };
+    let found = Discovered {
+        jwks_uri: url("jwks_uri", "discovery jwks_uri is not an http(s) URL")?,
+        introspection_endpoint: url(
+            "introspection_endpoint",
+            "discovery introspection_endpoint is not an http(s) URL",
+        )?,
+    };
+    if want.keys && found.jwks_uri.is_none() {
+        return Err(FetchError::Discovery("discovery document has no jwks_uri"));
+    }
+    if want.endpoint && found.introspection_endpoint.is_none() {
+        return Err(FetchError::Discovery(
+            "discovery document has no introspection_endpoint",
+        ));
+    }
+    Ok(found)
 }
 
 /// Reads a JWKS response. Returns the key set and a line per skipped key.

@@ -165,6 +165,23 @@ pub fn keys_unavailable<'c>(origin: Option<&str>) -> Response<'c> {
     )
 }
 
+/// An introspection the request needs cannot be had now: the endpoint failed, or too many
+/// calls are outstanding (RFC 7662 §2.3: never an answer on the token's behalf).
+pub fn introspection_unavailable<'c>(reason: Reason, origin: Option<&str>) -> Response<'c> {
+    let description = match reason {
+        Reason::IntrospectionBusy => "too many token introspections in progress",
+        _ => "token introspection not available",
+    };
+    plain(
+        503,
+        "temporarily_unavailable",
+        description,
+        reason,
+        origin,
+        Some("5"),
+    )
+}
+
 /// Headers held for a body that never came: the host does not deliver bodies to a filter that
 /// holds the headers (README, Troubleshooting), or the client sent none in time.
 pub fn body_not_delivered<'c>(origin: Option<&str>) -> Response<'c> {

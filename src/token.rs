@@ -12,7 +12,8 @@ use std::rc::Rc;
 /// cache entry stays small.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Signed {
-    pub alg: Alg,
+    /// The JWS algorithm; `None` for a token an introspection answer vouched for.
+    pub alg: Option<Alg>,
     pub issuer: IssuerId,
     /// Fingerprint of the key that verified the signature.
     pub key: u64,

@@ -9,7 +9,7 @@
 use crate::alg::Alg;
 use crate::cache::TokenCache;
 
-use crate::config::{Config, IssuerId, ProtectedResource};
+use crate::config::{Config, IssuerId, KeySource, ProtectedResource};
 use crate::hostsig::{self, HostVerify};
 use crate::json::{b64url_decode, decode_object, SegmentError};
 use crate::keys::{KeySet, SelectError};
@@ -45,6 +45,10 @@ pub enum AuthError {
     BadSignature,
     /// The issuer's keys have not loaded yet (remote keys only).
     KeysPending(IssuerId),
+    /// The issuer has no keys: its tokens are introspected.
+    Introspect(IssuerId),
+    /// No introspection answer said the token is active.
+    Inactive,
 }
 
 impl AuthError {
@@ -68,6 +72,8 @@ impl AuthError {
             AuthError::AmbiguousKey(_) => Reason::AmbiguousKey,
             AuthError::BadSignature => Reason::BadSignature,
             AuthError::KeysPending(_) => Reason::KeysUnavailable,
+            AuthError::Introspect(_) => Reason::IntrospectionUnavailable,
+            AuthError::Inactive => Reason::TokenInactive,
         }
     }
 
@@ -98,6 +104,8 @@ impl AuthError {
             AuthError::AmbiguousKey(what) => what,
             AuthError::BadSignature => "invalid signature",
             AuthError::KeysPending(_) => "signing keys not available yet",
+            AuthError::Introspect(_) => "token to be introspected",
+            AuthError::Inactive => "token is not active",
         }
     }
 }
@@ -161,8 +169,10 @@ pub fn verify(
     let cache_key = cache.map(|c| c.key(token));
     if let (Some(cache), Some(cache_key)) = (cache, &cache_key) {
         if let Some(signed) = cache.get(cache_key, now, config.clock_skew) {
-            check_facts(signed.alg, &signed.facts, resource, config, now)?;
-            return Ok(VerifiedToken(signed));
+            if let Some(alg) = signed.alg {
+                check_facts(alg, &signed.facts, resource, config, now)?;
+                return Ok(VerifiedToken(signed));
+            }
         }
     }
     // After the cache: a cached token passed this check when it was verified.
@@ -221,7 +231,18 @@ pub fn verify(
     let facts = read_facts(&claims)?;
     let (issuer, exp) = check_facts(alg, &facts, resource, config, now)?;
 
-    let set = keys.keys(issuer).ok_or(AuthError::KeysPending(issuer))?;
+    let Some(set) = keys.keys(issuer) else {
+        // An issuer without keys has its JWTs introspected too (RFC 7662).
+        let keyless = config
+            .issuers
+            .get(issuer)
+            .is_some_and(|i| i.keys == KeySource::None && i.introspection.is_some());
+        return Err(if keyless {
+            AuthError::Introspect(issuer)
+        } else {
+            AuthError::KeysPending(issuer)
+        });
+    };
     let key = set.select(kid, alg).map_err(|e| match e {
         SelectError::UnknownKid => AuthError::UnknownKid(issuer),
         SelectError::AlgMismatch => AuthError::AlgMismatch,
@@ -238,7 +259,7 @@ pub fn verify(
         return Err(AuthError::BadSignature);
     }
     let signed = Rc::new(Signed {
-        alg,
+        alg: Some(alg),
         issuer,
         key: key.fingerprint,
         exp,
@@ -268,7 +289,7 @@ fn is_access_token_type(typ: &str) -> bool {
 
 /// String, number and bool claims become header values; anything with a control character
 /// (which could split a header) or of another type is not forwarded.
-fn claim_header_value(value: &Value) -> Option<String> {
+pub(crate) fn claim_header_value(value: &Value) -> Option<String> {
     let text = match value {
         Value::String(s) => s.clone(),
         Value::Number(n) => n.to_string(),

@@ -4,8 +4,8 @@
 //! upstream, a stream already answered), and a panic kills the VM for every request on that
 //! worker: the calls that can legitimately fail go through the small shims below, which return
 //! the status instead. Calls for a request other than the one whose callback is running switch
-//! the effective context first (the host restores it when the callback returns); HTTP calls
-//! always go out from the root context, so their answers come back to it.
+//! the effective context first (the host restores it when the callback returns). An HTTP
+//! call's answer comes back to the context whose callback sent it (the SDK's choice).
 
 use crate::headers::serialize_pairs;
 use crate::metrics::CounterSink;
@@ -108,7 +108,6 @@ pub fn follow_host_log_level() {
 
 /// The proxy, for one worker's VM.
 pub struct ProxyHost {
-    root_context_id: u32,
     /// The context host calls apply to right now.
     effective: Cell<u32>,
     gauges: RefCell<HashMap<String, u32>>,
@@ -117,7 +116,6 @@ pub struct ProxyHost {
 impl ProxyHost {
     pub fn new(root_context_id: u32) -> ProxyHost {
         ProxyHost {
-            root_context_id,
             effective: Cell::new(root_context_id),
             gauges: RefCell::default(),
         }
@@ -175,9 +173,6 @@ impl Host for ProxyHost {
         body: Option<&[u8]>,
         timeout_ms: u64,
     ) -> Result<u32, u32> {
-        if !self.switch(self.root_context_id) {
-            return Err(Status::BadArgument as u32);
-        }
         hostcalls::dispatch_http_call(
             cluster,
             headers.to_vec(),
@@ -186,6 +181,10 @@ impl Host for ProxyHost {
             Duration::from_millis(timeout_ms),
         )
         .map_err(|status| status as u32)
+    }
+
+    fn env_var(&self, name: &str) -> Option<String> {
+        std::env::var(name).ok()
     }
 
     fn set_gauge(&self, name: &str, value: u64) {

@@ -49,6 +49,29 @@ impl Root {
     }
 }
 
+/// The answer of an HTTP call, read in its callback.
+fn call_response(body_size: usize) -> CallResponse {
+    let pairs = host::call_response_header_pairs();
+    let headers = header_pairs(&pairs)
+        .map(|(n, v)| {
+            (
+                String::from_utf8_lossy(n).into_owned(),
+                String::from_utf8_lossy(v).into_owned(),
+            )
+        })
+        .collect();
+    let limit = body_size.min(MAX_CALL_BODY + 1);
+    let body = hostcalls::get_buffer(BufferType::HttpCallResponseBody, 0, limit)
+        .ok()
+        .flatten()
+        .unwrap_or_default();
+    CallResponse {
+        headers,
+        body,
+        body_size,
+    }
+}
+
 impl Context for Root {
     fn on_http_call_response(
         &mut self,
@@ -58,26 +81,7 @@ impl Context for Root {
         _num_trailers: usize,
     ) {
         self.with_worker(|worker| {
-            let pairs = host::call_response_header_pairs();
-            let headers = header_pairs(&pairs)
-                .map(|(n, v)| {
-                    (
-                        String::from_utf8_lossy(n).into_owned(),
-                        String::from_utf8_lossy(v).into_owned(),
-                    )
-                })
-                .collect();
-            let limit = body_size.min(MAX_CALL_BODY + 1);
-            let body = hostcalls::get_buffer(BufferType::HttpCallResponseBody, 0, limit)
-                .ok()
-                .flatten()
-                .unwrap_or_default();
-            let response = CallResponse {
-                headers,
-                body,
-                body_size,
-            };
-            worker.on_http_call_response(token_id, &response);
+            worker.on_http_call_response(None, token_id, &call_response(body_size));
         });
     }
 }
@@ -152,7 +156,26 @@ impl Http {
     }
 }
 
-impl Context for Http {}
+/// The SDK hands an HTTP call's answer to the context whose callback sent it: a request's,
+/// for an introspection it needed.
+impl Context for Http {
+    fn on_http_call_response(
+        &mut self,
+        token_id: u32,
+        _num_headers: usize,
+        body_size: usize,
+        _num_trailers: usize,
+    ) {
+        if let Some(mut worker) = self.worker.as_ref().and_then(|w| w.try_borrow_mut().ok()) {
+            worker.host().enter(self.context_id);
+            worker.on_http_call_response(
+                Some(self.context_id),
+                token_id,
+                &call_response(body_size),
+            );
+        }
+    }
+}
 
 impl HttpContext for Http {
     fn on_http_request_headers(&mut self, _num_headers: usize, end_of_stream: bool) -> Action {

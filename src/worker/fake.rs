@@ -53,6 +53,7 @@ pub struct FakeHost {
     refuse_calls: Cell<bool>,
     actions: RefCell<Vec<Action>>,
     bodies: RefCell<HashMap<u32, Vec<u8>>>,
+    env: RefCell<HashMap<String, String>>,
     counter_names: RefCell<Vec<String>>,
     counters: RefCell<BTreeMap<String, u64>>,
     gauges: RefCell<BTreeMap<String, u64>>,
@@ -75,6 +76,7 @@ impl FakeHost {
             refuse_calls: Cell::new(false),
             actions: RefCell::default(),
             bodies: RefCell::default(),
+            env: RefCell::default(),
             counter_names: RefCell::default(),
             counters: RefCell::default(),
             gauges: RefCell::default(),
@@ -90,6 +92,14 @@ impl FakeHost {
             next_token: self.next_token.clone(),
             ..FakeHost::new()
         }
+    }
+
+    /// The VM's environment has `name` = `value`.
+    pub fn with_env(self, name: &str, value: &str) -> FakeHost {
+        self.env
+            .borrow_mut()
+            .insert(name.to_string(), value.to_string());
+        self
     }
 
     /// The host refuses every HTTP call (an undefined cluster).
@@ -212,6 +222,10 @@ impl Host for FakeHost {
             timeout_ms,
         });
         Ok(token)
+    }
+
+    fn env_var(&self, name: &str) -> Option<String> {
+        self.env.borrow().get(name).cloned()
     }
 
     fn set_gauge(&self, name: &str, value: u64) {

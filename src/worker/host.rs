@@ -30,6 +30,10 @@ pub trait Host: CounterSink {
         timeout_ms: u64,
     ) -> Result<u32, u32>;
 
+    /// The value of the environment variable `name` of the VM (Envoy
+    /// `vm_config.environment_variables`, Istio `vmConfig.env`).
+    fn env_var(&self, name: &str) -> Option<String>;
+
     /// Sets the gauge `name` (prefix included).
     fn set_gauge(&self, name: &str, value: u64);
 

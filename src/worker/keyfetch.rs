@@ -12,7 +12,7 @@ use crate::config::{Config, IssuerId, KeySource};
 use crate::keyring::KeyRing;
 use crate::keys::KeySet;
 use crate::metrics::{Counters, Metric};
-use crate::remote::{self, FetchError, FetchPolicy, FetchState, Target, Why};
+use crate::remote::{self, FetchError, FetchPolicy, FetchState, Target, Want, Why};
 use crate::url::HttpUrl;
 use crate::worker::host::{CallResponse, Host};
 use std::collections::HashMap;
@@ -24,6 +24,8 @@ struct RemoteIssuer {
     issuer: String,
     cluster: String,
     jwks_uri: Option<HttpUrl>,
+    /// Its keys, its introspection endpoint, or both.
+    want: Want,
     policy: FetchPolicy,
     state_key: String,
     jwks_key: String,
@@ -54,30 +56,48 @@ impl KeyFetcher {
             .issuers
             .iter()
             .enumerate()
-            .filter_map(|(id, issuer)| match &issuer.keys {
-                KeySource::Inline(_) => None,
-                KeySource::Remote {
-                    cluster,
+            .filter_map(|(id, issuer)| {
+                let endpoint = issuer
+                    .introspection
+                    .as_ref()
+                    .filter(|i| i.endpoint.is_none());
+                let (cluster, jwks_uri, policy, keys) = match (&issuer.keys, endpoint) {
+                    (
+                        KeySource::Remote {
+                            cluster,
+                            jwks_uri,
+                            policy,
+                        },
+                        _,
+                    ) => (cluster, jwks_uri.clone(), *policy, true),
+                    (_, Some(introspection)) => {
+                        (&introspection.cluster, None, FetchPolicy::default(), false)
+                    }
+                    _ => return None,
+                };
+                let want = Want {
+                    keys,
+                    endpoint: endpoint.is_some(),
+                };
+                let source = match (&jwks_uri, keys) {
+                    (Some(u), _) => format!("{}{}", u.origin(), u.path),
+                    (None, true) => "discover".to_string(),
+                    (None, false) => "metadata".to_string(),
+                };
+                let base = format!(
+                    "mcp-oauth-filter/v1/keys/{}|{}|{}",
+                    issuer.issuer, cluster, source
+                );
+                Some(RemoteIssuer {
+                    id,
+                    issuer: issuer.issuer.clone(),
+                    cluster: cluster.clone(),
                     jwks_uri,
+                    want,
                     policy,
-                } => {
-                    let source = jwks_uri.as_ref().map_or("discover".to_string(), |u| {
-                        format!("{}{}", u.origin(), u.path)
-                    });
-                    let base = format!(
-                        "mcp-oauth-filter/v1/keys/{}|{}|{}",
-                        issuer.issuer, cluster, source
-                    );
-                    Some(RemoteIssuer {
-                        id,
-                        issuer: issuer.issuer.clone(),
-                        cluster: cluster.clone(),
-                        jwks_uri: jwks_uri.clone(),
-                        policy: *policy,
-                        state_key: format!("{base}/state"),
-                        jwks_key: format!("{base}/jwks"),
-                    })
-                }
+                    state_key: format!("{base}/state"),
+                    jwks_key: format!("{base}/jwks"),
+                })
             })
             .collect();
         KeyFetcher {
@@ -179,8 +199,16 @@ impl KeyFetcher {
             "mcp-oauth-filter: fetching keys of {:?} ({why:?})",
             remote.issuer
         );
-        let target = state.target(&remote.issuer, remote.jwks_uri.as_ref());
-        self.dispatch(at, remote, target);
+        self.next(at, remote, &state);
+    }
+
+    /// Asks for the record's next document, or records the fetch as done when nothing is
+    /// left to ask for (an endpoint already discovered).
+    fn next<H: Host>(&mut self, at: &mut KeysAt<'_, H>, remote: &RemoteIssuer, state: &FetchState) {
+        match state.next(&remote.issuer, remote.jwks_uri.as_ref(), remote.want) {
+            Some(target) => self.dispatch(at, remote, target),
+            None => discovered(at, remote),
+        }
     }
 
     fn dispatch<H: Host>(&mut self, at: &mut KeysAt<'_, H>, remote: &RemoteIssuer, target: Target) {
@@ -262,12 +290,17 @@ impl KeyFetcher {
                 let (Some(mut state), cas) = read_state(at.host, &remote) else {
                     return Some(false);
                 };
-                match state.on_discovery(&discovery, &remote.issuer, status, body) {
+                // What this document must name: a key set URL unless one is configured.
+                let needs = Want {
+                    keys: remote.want.keys && remote.jwks_uri.is_none(),
+                    endpoint: remote.want.endpoint,
+                };
+                match state.on_discovery_for(&discovery, &remote.issuer, status, body, needs) {
                     Ok(_) => {
                         write_state(at.host, &remote, &state, cas);
-                        let next = state.target(&remote.issuer, remote.jwks_uri.as_ref());
-                        self.dispatch(at, &remote, next);
-                        return Some(false);
+                        let done = !remote.want.keys;
+                        self.next(at, &remote, &state);
+                        return Some(done);
                     }
                     Err(e) => {
                         write_state(at.host, &remote, &state, cas);
@@ -304,7 +337,7 @@ fn sync<H: Host>(at: &mut KeysAt<'_, H>, remote: &RemoteIssuer) -> bool {
         return false;
     };
     let installed = at.keys.installed_version(remote.id);
-    if state.version == 0 || state.version == installed {
+    if !remote.want.keys || state.version == 0 || state.version == installed {
         at.keys.observe(remote.id, state);
         return false;
     }
@@ -361,6 +394,23 @@ fn store<H: Host>(
         );
         at.keys.install(remote.id, set, state, at.cache);
         set_keys_in_use(at);
+    }
+    at.counters.add(Metric::KeyFetchesOk, 1);
+}
+
+/// Records a fetch for the introspection endpoint only as done: the endpoint is in the record.
+fn discovered<H: Host>(at: &mut KeysAt<'_, H>, remote: &RemoteIssuer) {
+    let endpoint = |s: &FetchState| s.discovered_introspection_endpoint.clone();
+    if let Some(state) = update_state(at.host, remote, |s, now| {
+        let digest = remote::digest(endpoint(s).unwrap_or_default().as_bytes());
+        s.succeed(now, None, digest, &remote.policy)
+    }) {
+        log::info!(
+            "mcp-oauth-filter: introspection endpoint of {:?}: {}",
+            remote.issuer,
+            endpoint(&state).unwrap_or_default()
+        );
+        at.keys.observe(remote.id, state);
     }
     at.counters.add(Metric::KeyFetchesOk, 1);
 }

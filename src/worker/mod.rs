@@ -10,6 +10,7 @@
 //! memory and handed to the host on the tick (`metrics`).
 
 pub mod host;
+mod introspector;
 mod keyfetch;
 mod pending;
 mod requests;
@@ -25,11 +26,13 @@ pub use pending::Pending;
 use crate::cache::TokenCache;
 use crate::config::{Config, ConfigError, IssuerId};
 use crate::hostsig::{self, HostVerify};
+use crate::introspect::{self, Answer};
 use crate::keyring::KeyRing;
 use crate::keys::KeySet;
 use crate::metrics::{Counters, Metric};
 use crate::reason::Reason;
 use crate::verify::KeyStore;
+use introspector::Introspector;
 use keyfetch::{KeyFetcher, KeysAt};
 use pending::PendingRequests;
 use std::cell::Cell;
@@ -51,11 +54,14 @@ struct State<H: Host> {
     keys: KeyRing,
     cache: TokenCache,
     fetcher: KeyFetcher,
+    introspector: Introspector,
     pending: PendingRequests,
     counters: Counters,
     signatures: SignatureState,
     /// When the last "no body reached the filter" warning was logged (one a minute).
     body_warned_ms: Option<u64>,
+    /// The request whose callback is running (`None`: the root's tick or configuration).
+    running_in: Option<u32>,
 }
 
 impl<H: Host> Worker<H> {
@@ -63,6 +69,7 @@ impl<H: Host> Worker<H> {
     /// records created, key sets other workers stored taken.
     pub fn configure(host: H, text: &[u8]) -> Result<Worker<H>, ConfigError> {
         let config = Config::from_json(text)?;
+        let introspector = Introspector::new(&config, |name| host.env_var(name))?;
         for warning in &config.warnings {
             log::warn!("mcp-oauth-filter: configuration: {warning}");
         }
@@ -77,10 +84,12 @@ impl<H: Host> Worker<H> {
                 keys: KeyRing::new(&config),
                 cache: TokenCache::new(config.token_cache_size),
                 fetcher: KeyFetcher::new(&config),
+                introspector,
                 pending: PendingRequests::default(),
                 counters: Counters::new(&config),
                 signatures: SignatureState::default(),
                 body_warned_ms: None,
+                running_in: None,
             },
             config,
         };
@@ -109,6 +118,15 @@ impl<H: Host> Worker<H> {
         if !self.state.fetcher.is_empty() {
             zero.extend([Metric::KeyFetchesOk, Metric::KeyFetchesFailed]);
         }
+        if !self.state.introspector.is_empty() {
+            zero.extend([
+                Metric::IntrospectionsActive,
+                Metric::IntrospectionsInactive,
+                Metric::IntrospectionsFailed,
+                Metric::IntrospectionCacheHits,
+                Metric::IntrospectionCacheMisses,
+            ]);
+        }
         let s = &mut self.state;
         s.counters.define(&s.host, &zero);
     }
@@ -130,7 +148,9 @@ impl<H: Host> Worker<H> {
     /// keys changed (or whose wait ran out) decided again, body waits that ran out answered.
     pub fn on_tick(&mut self) {
         let Worker { config, state } = self;
+        state.running_in = None;
         let now = state.host.now_ms() / 1000;
+        state.introspector.forget_unanswered(state.host.now_ms());
         state.fetcher.on_tick(
             &mut KeysAt {
                 host: &state.host,
@@ -145,9 +165,16 @@ impl<H: Host> Worker<H> {
         state.flush_counters();
     }
 
-    /// An HTTP call the worker made was answered (or timed out).
-    pub fn on_http_call_response(&mut self, token: u32, response: &CallResponse) {
+    /// An HTTP call the worker made was answered (or timed out), in the callback of `context`
+    /// (the request whose callback sent it; `None`: the root's).
+    pub fn on_http_call_response(
+        &mut self,
+        context: Option<u32>,
+        token: u32,
+        response: &CallResponse,
+    ) {
         let Worker { config, state } = self;
+        state.running_in = context;
         let changed = state.fetcher.on_response(
             &mut KeysAt {
                 host: &state.host,
@@ -158,34 +185,80 @@ impl<H: Host> Worker<H> {
             token,
             response,
         );
-        if changed == Some(true) {
-            state.wake_key_waits(config);
+        match changed {
+            Some(true) => state.wake_key_waits(config),
+            Some(false) => {}
+            None => state.on_introspection_answer(config, token, response),
         }
     }
 
     pub fn on_request_headers(&mut self, context: u32, pairs: &[u8], end_of_stream: bool) -> Flow {
         let Worker { config, state } = self;
+        state.running_in = Some(context);
         state.on_request_headers(config, context, pairs, end_of_stream)
     }
 
     pub fn on_request_body(&mut self, context: u32, body_size: usize, end_of_stream: bool) -> Flow {
         let Worker { config, state } = self;
+        state.running_in = Some(context);
         state.on_body(config, context, Some(body_size), end_of_stream)
     }
 
     /// Trailers end the body (HTTP/2, or chunked HTTP/1.1 where Envoy passes them on).
     pub fn on_request_trailers(&mut self, context: u32) -> Flow {
         let Worker { config, state } = self;
+        state.running_in = Some(context);
         state.on_body(config, context, None, true)
     }
 
     /// The host dropped the request's context: whatever it was waiting for is forgotten.
     pub fn on_done(&mut self, context: u32) {
         self.state.pending.forget(context);
+        self.state.introspector.forget_owner(context);
     }
 }
 
 impl<H: Host> State<H> {
+    /// An introspection call answered: the answer is counted, kept in the shared cache for
+    /// every worker, and handed to the requests waiting for it. An unusable answer fails
+    /// them with 503 and is not kept (RFC 7662 §2.3: never a verdict on the token).
+    fn on_introspection_answer(&mut self, config: &Config, call: u32, response: &CallResponse) {
+        let Some((issuer, digest)) = self.introspector.answered(call) else {
+            return;
+        };
+        let Some((name, spec)) = config
+            .issuers
+            .get(issuer)
+            .and_then(|i| Some((i.issuer.as_str(), i.introspection.as_ref()?)))
+        else {
+            return;
+        };
+        match introspect::read_answer(response.status(), response.whole_body()) {
+            Ok(answer) => {
+                let metric = match answer {
+                    Answer::Active(_) => Metric::IntrospectionsActive,
+                    Answer::Inactive => Metric::IntrospectionsInactive,
+                };
+                self.counters.add(metric, 1);
+                let now = self.host.now_ms() / 1000;
+                if let Some(record) = introspect::record(&answer, &digest, name, spec, now) {
+                    self.host
+                        .set_shared(&introspect::cache_key(name, &digest), &record, None);
+                }
+                self.wake_introspection_waits(config, issuer, digest, Ok(&answer));
+            }
+            Err(e) => {
+                self.counters.add(Metric::IntrospectionsFailed, 1);
+                log::warn!(
+                    "mcp-oauth-filter: introspection of token {} at {name:?} failed: {e} [{}]",
+                    introspect::log_id(&digest),
+                    e.code()
+                );
+                self.wake_introspection_waits(config, issuer, digest, Err(()));
+            }
+        }
+    }
+
     /// Hands the counts since the last tick to the host.
     fn flush_counters(&mut self) {
         let answered = self.signatures.answered.take();

@@ -7,15 +7,17 @@
 use crate::config::IssuerId;
 use crate::decide::BodyCheck;
 use crate::headers::RequestHead;
+use crate::introspect::Digest;
 use std::collections::HashMap;
 use std::hash::{BuildHasherDefault, Hasher};
 
 /// Why a request is in the map.
 #[derive(Debug)]
 pub enum Pending {
-    /// Held until its issuer's keys change (first load, or a refetch for an unknown `kid`) or
-    /// its wait runs out.
-    Keys(KeyWait),
+    /// Held until its token can be decided: its issuer's keys change (first load, a refetch for
+    /// an unknown `kid`, a discovered introspection endpoint) or an introspection answer
+    /// comes, or its wait runs out.
+    Token(TokenWait),
     /// Its body decides: held (or, headers gone first, its body held) until the body is whole.
     Body(BodyWait),
     /// Answered by the filter: nothing of it may go on.
@@ -23,15 +25,22 @@ pub enum Pending {
 }
 
 #[derive(Debug)]
-pub struct KeyWait {
-    pub issuer: IssuerId,
+pub struct TokenWait {
+    pub awaiting: Awaiting,
     /// Index of the resource in `Config::resources`.
     pub resource: usize,
     pub deadline_ms: u64,
-    /// The issuer's fetch generation when the request started waiting.
-    pub generation: u64,
     pub head: RequestHead,
     pub body: BodySoFar,
+}
+
+/// What a held token waits for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Awaiting {
+    /// The issuer's fetch record to move past this generation.
+    Keys { issuer: IssuerId, generation: u64 },
+    /// The answer of the introspection call about this token (by its digest).
+    Answer { issuer: IssuerId, digest: Digest },
 }
 
 /// What of a held request's body has reached the filter (kept only where the body decides).
@@ -106,13 +115,13 @@ impl PendingRequests {
         }
     }
 
-    /// The requests held for keys that `due` says must be decided again.
-    pub fn key_waits(&self, mut due: impl FnMut(&KeyWait) -> bool) -> Vec<u32> {
+    /// The held tokens that `due` says must be decided again.
+    pub fn token_waits(&self, mut due: impl FnMut(&TokenWait) -> bool) -> Vec<u32> {
         let mut ids: Vec<u32> = self
             .map
             .iter()
             .filter_map(|(id, p)| match p {
-                Pending::Keys(w) if due(w) => Some(*id),
+                Pending::Token(w) if due(w) => Some(*id),
                 _ => None,
             })
             .collect();

@@ -6,17 +6,46 @@
 //! resume the held request. A request is only ever let go by an `Allow` (or a path that is not
 //! ours); everything else answers it.
 
-use super::pending::{BodySoFar, BodyWait, KeyWait, Pending};
+use super::introspector::CallError;
+use super::pending::{Awaiting, BodySoFar, BodyWait, Pending, TokenWait};
 use super::{Flow, Host, HostSignatures, State, Trusted};
-use crate::config::{Config, IssuerId};
-use crate::decide::{decide, decide_body, Allow, BodyCheck, Decision};
+use crate::challenge::ErrorCode;
+use crate::config::{Config, IssuerId, KeySource};
+use crate::decide::{authorize, decide, decide_body, Allow, BodyCheck, Decision};
+use crate::extract::{self, Credential};
 use crate::headers::RequestHead;
+use crate::introspect::{self, Answer, Cached, Digest};
 use crate::metrics::Metric;
+use crate::paths;
 use crate::reason::{Outcome, Reason};
 use crate::response::{self, Response};
+use crate::verify::AuthError;
 
 /// How often the worker may log that held headers got no body (it is a setting, not news).
 const BODY_WARNING_EVERY_MS: u64 = 60_000;
+
+/// A decision that stands, or what the request must wait for first.
+enum Step<'c> {
+    Decided(Decision<'c>),
+    Hold { awaiting: Awaiting, resource: usize },
+}
+
+/// An introspection answer that just came, for the requests that waited for it.
+#[derive(Clone, Copy)]
+pub(super) struct Fresh<'a> {
+    pub issuer: IssuerId,
+    pub digest: Digest,
+    pub answer: &'a Answer,
+}
+
+/// The bearer token of a request (there is one: only a token is introspected).
+fn bearer(head: &RequestHead) -> Option<&str> {
+    let req = head.request();
+    match extract::extract(&req.authorization, paths::split_query(req.path).1) {
+        Credential::Bearer(token) => Some(token),
+        _ => None,
+    }
+}
 
 /// Whether a decision was made without keys this worker may simply not have synced yet.
 fn missed_keys(decision: &Decision<'_>) -> bool {
@@ -75,7 +104,15 @@ impl<H: Host> State<H> {
         } else {
             0
         };
-        match self.decide_head(config, &head, now) {
+        let decision = self.decide_head(config, &head, now);
+        let decision = match self.settle(config, &head, decision, now, None) {
+            Step::Decided(decision) => decision,
+            Step::Hold { awaiting, resource } => {
+                self.hold(config, context, head, awaiting, resource);
+                return Flow::Pause;
+            }
+        };
+        match decision {
             Decision::PassThrough => {
                 self.remove_claim_headers(config, context, &head);
                 Flow::Continue
@@ -84,10 +121,6 @@ impl<H: Host> State<H> {
                 self.edit_headers(config, context, &head, &allow);
                 self.counters.add(Metric::RequestsAllowed, 1);
                 Flow::Continue
-            }
-            Decision::Respond(r) => {
-                self.respond(context, &head, r);
-                Flow::Pause
             }
             Decision::ReadBody { check, edits } => {
                 // Safe before the body decides: a denied request goes nowhere.
@@ -104,38 +137,195 @@ impl<H: Host> State<H> {
                     Flow::Continue
                 }
             }
-            Decision::WaitForKeys {
-                issuer,
-                resource,
-                refetch,
-            } => {
-                self.hold_for_keys(context, head, issuer, resource, refetch);
+            Decision::Respond(r) => {
+                self.respond(context, &head, r);
+                Flow::Pause
+            }
+            // `settle` turned these into a hold or a decision.
+            Decision::WaitForKeys { .. } | Decision::Introspect { .. } => {
+                self.respond(context, &head, response::keys_unavailable(head.origin()));
                 Flow::Pause
             }
         }
     }
 
-    /// Holds a request until its issuer's keys change or its wait runs out.
-    fn hold_for_keys(
+    /// Turns a decision that needs something first into what the request waits for, or
+    /// settles it now: an introspection answer in the shared cache (or just come) decides at
+    /// once, an unknown token is asked about.
+    fn settle<'c>(
         &mut self,
-        context: u32,
-        head: RequestHead,
-        issuer: IssuerId,
-        resource: usize,
-        refetch: bool,
-    ) {
-        if refetch {
-            self.fetcher.want_refetch(issuer);
-        }
-        let generation = self.keys.state(issuer).map_or(0, |s| s.generation);
-        let deadline_ms = self.host.now_ms() + self.fetcher.wait_ms(issuer);
-        self.pending.insert(
-            context,
-            Pending::Keys(KeyWait {
+        config: &'c Config,
+        head: &RequestHead,
+        decision: Decision<'c>,
+        now: u64,
+        fresh: Option<Fresh<'_>>,
+    ) -> Step<'c> {
+        match decision {
+            Decision::WaitForKeys {
                 issuer,
                 resource,
+                refetch,
+            } => {
+                if refetch {
+                    self.fetcher.want_refetch(issuer);
+                }
+                Step::Hold {
+                    awaiting: self.awaiting_keys(issuer),
+                    resource,
+                }
+            }
+            Decision::Introspect { resource, issuers } => {
+                self.introspect(config, head, resource, &issuers, now, fresh)
+            }
+            other => Step::Decided(other),
+        }
+    }
+
+    fn awaiting_keys(&self, issuer: IssuerId) -> Awaiting {
+        Awaiting::Keys {
+            issuer,
+            generation: self.keys.state(issuer).map_or(0, |s| s.generation),
+        }
+    }
+
+    /// Asks the resource's introspecting issuers about an opaque token, in order (RFC 7662):
+    /// the first that says it is active decides; an issuer whose answer is not known yet is
+    /// asked (once per worker), and the request waits for it.
+    fn introspect<'c>(
+        &mut self,
+        config: &'c Config,
+        head: &RequestHead,
+        index: usize,
+        issuers: &[IssuerId],
+        now: u64,
+        fresh: Option<Fresh<'_>>,
+    ) -> Step<'c> {
+        let (Some(resource), Some(token)) = (config.resources.get(index), bearer(head)) else {
+            return Step::Decided(Decision::PassThrough);
+        };
+        let deny = |e: AuthError| {
+            Step::Decided(Decision::Respond(response::denial(
+                resource,
+                head.origin(),
+                ErrorCode::InvalidToken,
+                e.reason(),
+                e.description(),
+                &[],
+            )))
+        };
+        let unavailable = |reason| {
+            Step::Decided(Decision::Respond(response::introspection_unavailable(
+                reason,
+                head.origin(),
+            )))
+        };
+        let digest = introspect::digest(token);
+        for &issuer in issuers {
+            let Some(name) = config.issuers.get(issuer).map(|i| i.issuer.as_str()) else {
+                continue;
+            };
+            let discovered = self
+                .keys
+                .state(issuer)
+                .and_then(|s| s.discovered_introspection_endpoint.clone());
+            if !self
+                .introspector
+                .ready(config, issuer, discovered.as_deref())
+            {
+                // The endpoint is discovered from the issuer's metadata: wait for it.
+                return Step::Hold {
+                    awaiting: self.awaiting_keys(issuer),
+                    resource: index,
+                };
+            }
+            let known = match fresh {
+                Some(f) if f.issuer == issuer && f.digest == digest => match f.answer {
+                    Answer::Active(members) => Cached::Active(members.clone()),
+                    Answer::Inactive => Cached::Inactive,
+                },
+                _ => {
+                    let (slot, _) = self.host.get_shared(&introspect::cache_key(name, &digest));
+                    let cached = introspect::cached(slot.as_deref(), &digest, name, now);
+                    let metric = if cached == Cached::Unknown {
+                        Metric::IntrospectionCacheMisses
+                    } else {
+                        Metric::IntrospectionCacheHits
+                    };
+                    self.counters.add(metric, 1);
+                    cached
+                }
+            };
+            match known {
+                Cached::Active(members) => {
+                    return match introspect::accept(&members, issuer, resource, config, now) {
+                        Ok(token) => Step::Decided(authorize(
+                            config,
+                            resource,
+                            index,
+                            &head.request(),
+                            token,
+                        )),
+                        Err(e) => deny(e),
+                    };
+                }
+                Cached::Inactive => continue,
+                Cached::Unknown => {
+                    let asked = self.introspector.ask(
+                        &self.host,
+                        config,
+                        issuer,
+                        discovered.as_deref(),
+                        token,
+                        digest,
+                        self.running_in,
+                    );
+                    return match asked {
+                        Ok(()) => Step::Hold {
+                            awaiting: Awaiting::Answer { issuer, digest },
+                            resource: index,
+                        },
+                        Err(CallError::Busy) => unavailable(Reason::IntrospectionBusy),
+                        Err(CallError::Refused(status)) => {
+                            log::warn!(
+                                "mcp-oauth-filter: cannot introspect at {name:?}: the host refused the call (status {status}; is the cluster defined?)"
+                            );
+                            unavailable(Reason::IntrospectionUnavailable)
+                        }
+                    };
+                }
+            }
+        }
+        deny(AuthError::Inactive)
+    }
+
+    /// Holds a request until what it waits for comes or its wait runs out.
+    fn hold(
+        &mut self,
+        config: &Config,
+        context: u32,
+        head: RequestHead,
+        awaiting: Awaiting,
+        resource: usize,
+    ) {
+        let now_ms = self.host.now_ms();
+        let deadline_ms = match awaiting {
+            Awaiting::Keys { issuer, .. } => now_ms + self.fetcher.wait_ms(issuer),
+            // The call's own timeout answers it; this only bounds a call never answered.
+            Awaiting::Answer { issuer, .. } => {
+                let timeout = config
+                    .issuers
+                    .get(issuer)
+                    .and_then(|i| i.introspection.as_ref())
+                    .map_or(0, |i| i.timeout_ms);
+                now_ms + timeout + 1000
+            }
+        };
+        self.pending.insert(
+            context,
+            Pending::Token(TokenWait {
+                awaiting,
+                resource,
                 deadline_ms,
-                generation,
                 head,
                 body: BodySoFar::Nothing,
             }),
@@ -179,13 +369,13 @@ impl<H: Host> State<H> {
             // Let go (allowed, or not ours): the rest of it goes on.
             None => Flow::Continue,
             Some(Pending::Answered) => Flow::Pause,
-            Some(Pending::Keys(wait)) => {
+            Some(Pending::Token(wait)) => {
                 let reads_body = config
                     .resources
                     .get(wait.resource)
                     .is_some_and(|r| r.inspects_body());
                 if !reads_body {
-                    return Flow::Pause; // decided on its headers once the keys are here
+                    return Flow::Pause; // decided on its headers once its token is
                 }
                 if too_large {
                     let origin = wait.head.origin().map(str::to_string);
@@ -250,55 +440,139 @@ impl<H: Host> State<H> {
         }
     }
 
-    /// Decides again every request held for keys whose issuer's keys changed or whose wait
-    /// ran out; one still without keys at its deadline gets a 503.
+    /// Decides again every held token whose issuer's keys changed, or whose wait ran out
+    /// (then, still undecided, it gets a 503).
     pub(super) fn wake_key_waits(&mut self, config: &Config) {
         let now_ms = self.host.now_ms();
-        let keys = &self.keys;
-        let due = self.pending.key_waits(|w| {
-            let generation = keys.state(w.issuer).map_or(0, |s| s.generation);
-            generation != w.generation || now_ms >= w.deadline_ms
+        let (keys, introspector) = (&self.keys, &self.introspector);
+        let due = self.pending.token_waits(|w| match w.awaiting {
+            Awaiting::Keys { issuer, generation } => {
+                now_ms >= w.deadline_ms
+                    || keys.state(issuer).map_or(0, |s| s.generation) != generation
+            }
+            // Its call is gone (the request that sent it ended): ask again.
+            Awaiting::Answer { issuer, digest } => {
+                now_ms >= w.deadline_ms || !introspector.asking(issuer, &digest)
+            }
         });
         for context in due {
-            let Some(Pending::Keys(mut wait)) = self.pending.remove(context) else {
-                continue;
-            };
-            match self.decide_head(config, &wait.head, now_ms / 1000) {
-                Decision::WaitForKeys { refetch, .. } if now_ms < wait.deadline_ms => {
-                    if refetch {
-                        self.fetcher.want_refetch(wait.issuer);
-                    }
-                    wait.generation = self.keys.state(wait.issuer).map_or(0, |s| s.generation);
-                    self.pending.insert(context, Pending::Keys(wait));
+            self.decide_held(config, context, None);
+        }
+    }
+
+    /// An introspection call answered (or failed: `answer` is `Err`): every request waiting
+    /// for it is decided again, with the answer in hand.
+    pub(super) fn wake_introspection_waits(
+        &mut self,
+        config: &Config,
+        issuer: IssuerId,
+        digest: Digest,
+        answer: Result<&Answer, ()>,
+    ) {
+        let due = self
+            .pending
+            .token_waits(|w| w.awaiting == Awaiting::Answer { issuer, digest });
+        for context in due {
+            match answer {
+                Ok(answer) => {
+                    let fresh = Fresh {
+                        issuer,
+                        digest,
+                        answer,
+                    };
+                    self.decide_held(config, context, Some(fresh));
                 }
-                Decision::WaitForKeys { .. } => {
-                    let r = response::keys_unavailable(wait.head.origin());
+                Err(()) => {
+                    let Some(Pending::Token(wait)) = self.pending.remove(context) else {
+                        continue;
+                    };
+                    let r = response::introspection_unavailable(
+                        Reason::IntrospectionUnavailable,
+                        wait.head.origin(),
+                    );
                     self.respond(context, &wait.head, r);
-                }
-                Decision::PassThrough => {
-                    self.remove_claim_headers(config, context, &wait.head);
-                    self.host.resume(context);
-                }
-                Decision::Allow(allow) => {
-                    self.edit_headers(config, context, &wait.head, &allow);
-                    self.counters.add(Metric::RequestsAllowed, 1);
-                    self.host.resume(context);
-                }
-                Decision::Respond(r) => self.respond(context, &wait.head, r),
-                Decision::ReadBody { check, edits } => {
-                    self.edit_headers(config, context, &wait.head, &edits);
-                    self.read_held_body(config, context, wait, check);
                 }
             }
         }
     }
 
-    /// A request held for keys whose body now decides. A body that arrived whole while the
-    /// request was held is decided at once. Otherwise the request waits for it: with the
-    /// headers still held, unless the operator lets them go first (`hold_headers_for_body:
-    /// false`) and no chunk of the body reached the filter yet (resuming then would release
-    /// chunks unread).
-    fn read_held_body(&mut self, config: &Config, context: u32, wait: KeyWait, check: BodyCheck) {
+    /// Decides a held token again, on the tick or when what it waited for came: the request
+    /// is resumed, answered, waits for its body, or (before its deadline) keeps waiting.
+    fn decide_held(&mut self, config: &Config, context: u32, fresh: Option<Fresh<'_>>) {
+        let Some(Pending::Token(wait)) = self.pending.remove(context) else {
+            return;
+        };
+        let now_ms = self.host.now_ms();
+        let decision = self.decide_head(config, &wait.head, now_ms / 1000);
+        let decision = match self.settle(config, &wait.head, decision, now_ms / 1000, fresh) {
+            Step::Decided(decision) => decision,
+            Step::Hold { awaiting, resource } if now_ms < wait.deadline_ms => {
+                // Still waiting, for this (or the next) thing, within the same deadline.
+                let deadline_ms = if awaiting == wait.awaiting {
+                    wait.deadline_ms
+                } else {
+                    now_ms.max(wait.deadline_ms)
+                };
+                self.pending.insert(
+                    context,
+                    Pending::Token(TokenWait {
+                        awaiting,
+                        resource,
+                        deadline_ms,
+                        ..wait
+                    }),
+                );
+                return;
+            }
+            Step::Hold { awaiting, .. } => {
+                let r = Self::unavailable(config, awaiting, wait.head.origin());
+                self.respond(context, &wait.head, r);
+                return;
+            }
+        };
+        match decision {
+            Decision::PassThrough => {
+                self.remove_claim_headers(config, context, &wait.head);
+                self.host.resume(context);
+            }
+            Decision::Allow(allow) => {
+                self.edit_headers(config, context, &wait.head, &allow);
+                self.counters.add(Metric::RequestsAllowed, 1);
+                self.host.resume(context);
+            }
+            Decision::Respond(r) => self.respond(context, &wait.head, r),
+            Decision::ReadBody { check, edits } => {
+                self.edit_headers(config, context, &wait.head, &edits);
+                self.read_held_body(config, context, wait, check);
+            }
+            Decision::WaitForKeys { .. } | Decision::Introspect { .. } => {
+                let r = response::keys_unavailable(wait.head.origin());
+                self.respond(context, &wait.head, r);
+            }
+        }
+    }
+
+    /// The 503 of a token whose wait ran out: keys not loaded, or no introspection answer
+    /// (nor endpoint, for an issuer without keys).
+    fn unavailable<'c>(config: &Config, awaiting: Awaiting, origin: Option<&str>) -> Response<'c> {
+        match awaiting {
+            Awaiting::Keys { issuer, .. }
+                if config
+                    .issuers
+                    .get(issuer)
+                    .is_none_or(|i| i.keys != KeySource::None) =>
+            {
+                response::keys_unavailable(origin)
+            }
+            _ => response::introspection_unavailable(Reason::IntrospectionUnavailable, origin),
+        }
+    }
+
+    /// A held token whose body now decides. A body that arrived whole while the request was
+    /// held is decided at once. Otherwise the request waits for it: with the headers still
+    /// held, unless the operator lets them go first (`hold_headers_for_body: false`) and no
+    /// chunk of the body reached the filter yet (resuming then would release chunks unread).
+    fn read_held_body(&mut self, config: &Config, context: u32, wait: TokenWait, check: BodyCheck) {
         match wait.body {
             BodySoFar::Whole(body) => {
                 let decision = if body.len() > config.max_body_bytes {

@@ -194,3 +194,45 @@ def test_explain_walks_the_checks_in_order_and_names_the_one_that_failed(cli, tm
     assert lines[failed[0]].endswith("FAILED: token expired")
     assert all(line.endswith(": ok") for line in lines[: failed[0]]), lines
     assert all(line.endswith("not reached") for line in lines[failed[0] + 1:]), lines
+
+
+def introspecting_config(endpoint: str | None = "https://auth.example.com/introspect", **introspection) -> dict:
+    spec = {"client_id": "mcp-gateway", "client_secret_env": "MCP_INTROSPECTION_SECRET", **introspection}
+    if endpoint:
+        spec["endpoint"] = endpoint
+    return config(issuers=[{"issuer": ISSUER, "cluster": "auth_server", "introspection": spec}])
+
+
+def test_check_lists_the_introspection_endpoint_and_where_the_secret_comes_from(cli, tmp_path):
+    result = cli("check", write(tmp_path, "c.json", introspecting_config()))
+    assert result.returncode == 0, result.stderr
+    out = result.stdout
+    assert "introspection: https://auth.example.com/introspect through Envoy cluster \"auth_server\"" in out, out
+    assert "secret from environment variable MCP_INTROSPECTION_SECRET of the wasm VM" in out, out
+    assert "key source:  none: its tokens, JWTs included, are introspected" in out, out
+    discovered = cli("check", write(tmp_path, "d.json", introspecting_config(endpoint=None)))
+    assert "introspection_endpoint of the issuer's metadata" in discovered.stdout, discovered.stdout
+    assert "https://auth.example.com/.well-known/oauth-authorization-server" in discovered.stdout
+
+
+def test_check_never_prints_an_inline_client_secret(cli, tmp_path):
+    cfg = introspecting_config(client_secret="hunter2-very-secret")
+    del cfg["issuers"][0]["introspection"]["client_secret_env"]
+    result = cli("check", write(tmp_path, "c.json", cfg))
+    assert result.returncode == 0, result.stderr
+    assert "hunter2" not in result.stdout + result.stderr
+    assert "inline client_secret (for development)" in result.stdout
+
+
+def test_check_names_the_field_of_a_bad_introspection_setting(cli, tmp_path):
+    result = cli("check", write(tmp_path, "c.json", introspecting_config(max_in_flight=0)))
+    assert result.returncode == 1
+    assert "issuers[0].introspection.max_in_flight" in result.stderr
+
+
+def test_explain_says_an_opaque_token_would_be_introspected_and_where(cli, tmp_path):
+    path = write(tmp_path, "c.json", introspecting_config())
+    result = cli("explain", "--config", path, "--token", "2YotnFZFEjr1zCsicMWpAA")
+    assert result.returncode == 1
+    assert "opaque token: would be introspected at https://auth.example.com/introspect" in result.stdout, result.stdout
+    assert "2YotnFZFEjr1zCsicMWpAA" not in result.stdout, "the token is never echoed"

@@ -18,6 +18,7 @@ import json
 import re
 import subprocess
 import sys
+import time
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -198,7 +199,28 @@ def test_istio_plugin_configs_fetch_keys_through_the_mesh_cluster():
         assert [r["resource"] for r in config["resources"]] == [RESOURCE], label
         for issuer in config["issuers"]:
             assert issuer["cluster"] == AUTH_CLUSTER, label
-            assert urlsplit(issuer["jwks_uri"]).hostname == AUTH_HOST, label
+            introspection = issuer.get("introspection")
+            url = issuer.get("jwks_uri") or (introspection or {}).get("endpoint")
+            assert url and urlsplit(url).hostname == AUTH_HOST, label
+
+
+def test_introspecting_examples_take_the_secret_from_the_proxy_environment():
+    """README, Opaque tokens: the secret is never in a manifest; Istio hands the VM the
+    sidecar's variable (`vmConfig.env` `valueFrom: HOST`), which a Kubernetes Secret fills."""
+    found = 0
+    for path, doc in wasm_plugins():
+        for issuer in doc["spec"]["pluginConfig"]["issuers"]:
+            introspection = issuer.get("introspection")
+            if not introspection:
+                continue
+            found += 1
+            assert "client_secret" not in introspection, path.name
+            name = introspection["client_secret_env"]
+            assert {"name": name, "valueFrom": "HOST"} in doc["spec"]["vmConfig"]["env"], path.name
+            proxies = [c for _, d in all_documents(ISTIO) if d["kind"] == "Deployment"
+                       for c in d["spec"]["template"]["spec"]["containers"] if c["name"] == "istio-proxy"]
+            assert any(e["name"] == name and "secretKeyRef" in e["valueFrom"] for c in proxies for e in c["env"]), path.name
+    assert found, "no example introspects"
 
 
 # ---------------------------------------------------------------------------- Envoy Gateway
@@ -228,21 +250,40 @@ def test_envoyextensionpolicy_is_fail_closed_pinned_and_targets_an_httproute(pat
 
 def _keyserver_clusters(config: dict, keys: KeyServer) -> list[dict]:
     """A STATIC cluster to `keys` for every issuer `cluster`; the key server answers each
-    `jwks_uri` path with the fixture keys."""
+    `jwks_uri` path with the fixture keys, and each introspection endpoint with an active
+    answer for the first resource (a stand-in for the authorization server)."""
     clusters = {}
+    resource = config["resources"][0]
     for issuer in config["issuers"]:
-        if "cluster" in issuer:
+        if "cluster" not in issuer:
+            continue
+        if "jwks_uri" in issuer:
             path = urlsplit(issuer["jwks_uri"]).path
             keys.serve_jwks(path, ["rsa-a", "rsa-b", "ec-p256"], cache_control="max-age=300")
-            clusters[issuer["cluster"]] = keys.cluster(issuer["cluster"])
+        if "introspection" in issuer:
+            active = {"active": True, "iss": issuer["issuer"], "aud": resource["resource"], "sub": "user-1",
+                      "scope": " ".join(resource.get("required_scopes", [])), "exp": int(time.time()) + 600}
+            keys.serve_json(urlsplit(issuer["introspection"]["endpoint"]).path, active)
+        clusters[issuer["cluster"]] = keys.cluster(issuer["cluster"])
     return list(clusters.values())
+
+
+def _secret_env(config: dict) -> dict:
+    """What the proxy's environment must hold for `config`: a made-up secret for every
+    `client_secret_env` (Envoy options: its own environment, handed to the VM)."""
+    names = [i["introspection"]["client_secret_env"] for i in config["issuers"]
+             if "client_secret_env" in i.get("introspection", {})]
+    if not names:
+        return {}
+    return {"process_env": {name: "example-secret" for name in names}, "vm_host_env": names}
 
 
 @pytest.mark.parametrize("label,config", plugin_configs(), ids=[label for label, _ in plugin_configs()])
 def test_example_plugin_config_passes_envoy_validate(label, config, wasm_path, upstream):
     with KeyServer() as keys:
         result = validate_config(
-            json.dumps(config), upstream.port, wasm_path=wasm_path, extra_clusters=_keyserver_clusters(config, keys)
+            json.dumps(config), upstream.port, wasm_path=wasm_path, extra_clusters=_keyserver_clusters(config, keys),
+            **_secret_env(config),
         )
     assert result.returncode == 0, f"{label}: envoy --mode validate failed:\n{result.stdout[-3000:]}"
 
@@ -253,7 +294,8 @@ def test_example_plugin_config_runs_in_envoy(label, config, wasm_path, upstream)
     the metadata, challenges a token-less request, and forwards a good token."""
     with KeyServer() as keys:
         envoy = Envoy(
-            json.dumps(config), upstream.port, wasm_path=wasm_path, extra_clusters=_keyserver_clusters(config, keys)
+            json.dumps(config), upstream.port, wasm_path=wasm_path, extra_clusters=_keyserver_clusters(config, keys),
+            **_secret_env(config),
         )
         with envoy:
             client = Client(envoy.port, upstream)
@@ -269,6 +311,11 @@ def test_example_plugin_config_runs_in_envoy(label, config, wasm_path, upstream)
             assert challenge.status == 401
             assert "resource_metadata=" in (challenge.header("www-authenticate") or "")
 
+            if all("introspection" in i and "jwks" not in i and "jwks_uri" not in i for i in config["issuers"]):
+                # Opaque tokens: the stand-in authorization server says this one is active.
+                allowed = client.get(path, token="2YotnFZFEjr1zCsicMWpAA")
+                assert allowed.status == 200, (label, allowed.status, allowed.body, envoy.log_tail())
+                return
             claims = tokens.claims(
                 resource["authorization_servers"][0], resource["resource"],
                 scope=" ".join(resource.get("required_scopes", [])) or None,
@@ -374,7 +421,9 @@ def test_every_envoy_config_in_the_repo_passes_validate(bootstrap, wasm_path):
         [sys.executable, str(REPO_ROOT / "envoy" / "render.py"), str(bootstrap), "--wasm", str(wasm_path)],
         check=True, capture_output=True, text=True,
     ).stdout
-    result = validate_config(bootstrap=yaml.safe_load(rendered), timeout=120)
+    # A bootstrap whose filter takes a secret from Envoy's environment gets a made-up one.
+    env = {"MCP_INTROSPECTION_SECRET": "validate-only"} if "host_env_keys" in rendered else None
+    result = validate_config(bootstrap=yaml.safe_load(rendered), timeout=120, process_env=env)
     assert result.returncode == 0, f"{bootstrap.name}: envoy --mode validate failed:\n{result.stdout[-3000:]}"
 
 

@@ -128,14 +128,24 @@ _socket_address, _static_cluster = socket_address, static_cluster
 
 
 def wasm_filter(plugin_config: dict | str, *, name: str = WASM_FILTER_NAME, wasm_path: Path | str | None = None,
-                extra: dict | None = None) -> dict:
+                extra: dict | None = None, vm_env: dict[str, str] | None = None,
+                vm_host_env: list[str] = ()) -> dict:
     """The `envoy.filters.http.wasm` HTTP filter running `wasm_path` (default: the filter) with
-    `plugin_config` (a dict, or text sent verbatim); `extra` is merged into its `config`."""
+    `plugin_config` (a dict, or text sent verbatim); `extra` is merged into its `config`.
+    `vm_env` sets environment variables of the VM (`vm_config.environment_variables.key_values`),
+    `vm_host_env` passes Envoy's own (`host_env_keys`)."""
+    vm_config: dict[str, Any] = {"runtime": "envoy.wasm.runtime.v8",
+                                 "code": {"local": {"filename": str(wasm_path or find_wasm())}}}
+    if vm_env or vm_host_env:
+        vm_config["environment_variables"] = {
+            **({"key_values": dict(vm_env)} if vm_env else {}),
+            **({"host_env_keys": list(vm_host_env)} if vm_host_env else {}),
+        }
     config: dict[str, Any] = {
         "name": name,
         "root_id": "",
         "configuration": {"@type": "type.googleapis.com/google.protobuf.StringValue", "value": _plugin_json(plugin_config)},
-        "vm_config": {"runtime": "envoy.wasm.runtime.v8", "code": {"local": {"filename": str(wasm_path or find_wasm())}}},
+        "vm_config": vm_config,
         "fail_open": False,
     }
     config.update(extra or {})
@@ -189,6 +199,8 @@ def render_bootstrap(
     extra_clusters: list[dict] = (),
     wasm_config_extra: dict | None = None,
     http1_trailers: bool = False,
+    vm_env: dict[str, str] | None = None,
+    vm_host_env: list[str] = (),
     listen_port: int = 0,
     routes: list[dict] | None = None,
     stat_prefix: str = "ingress",
@@ -208,7 +220,8 @@ def render_bootstrap(
     """
     main = listener(
         "main",
-        [wasm_filter(plugin_config, wasm_path=wasm_path, extra=wasm_config_extra)],
+        [wasm_filter(plugin_config, wasm_path=wasm_path, extra=wasm_config_extra, vm_env=vm_env,
+                     vm_host_env=vm_host_env)],
         routes=routes if routes is not None else [{"match": {"prefix": "/"}, "route": {"cluster": "upstream"}}],
         port=listen_port,
         stat_prefix=stat_prefix,
@@ -269,6 +282,7 @@ class Envoy:
         extra_args: list[str] = (),
         binary: str | None = None,
         die_with_parent: bool = False,
+        process_env: dict[str, str] | None = None,
         **bootstrap_options: Any,
     ):
         if (bootstrap is not None or bootstrap_for_port is not None) and (bootstrap_options or plugin_config is not None):
@@ -279,6 +293,9 @@ class Envoy:
         self.extra_args = list(extra_args)
         self.binary = binary
         self.die_with_parent = die_with_parent
+        # Added to Envoy's own environment (what `vm_config.environment_variables.host_env_keys`
+        # hands to the VM).
+        self.process_env = process_env
         self.workdir = Path(tempfile.mkdtemp(prefix="mcp-oauth-envoy-"))
         self.config_path = self.workdir / "envoy.yaml"
         self.log_path = self.workdir / "envoy.log"
@@ -326,7 +343,9 @@ class Envoy:
         if self.process is not None:
             raise RuntimeError("envoy already started")
         self.write_config()
-        self.process = processes.spawn(self.command(), log=self.log_path, die_with_parent=self.die_with_parent)
+        env = {**os.environ, **self.process_env} if self.process_env else None
+        self.process = processes.spawn(self.command(), log=self.log_path, die_with_parent=self.die_with_parent,
+                                       env=env)
         _RUNNING.add(self)
 
     def start(self, timeout: float = 30.0, attempts: int = 3) -> "Envoy":
@@ -584,6 +603,7 @@ def validate_config(
             stderr=subprocess.STDOUT,
             text=True,
             timeout=timeout,
+            env={**os.environ, **envoy.process_env} if envoy.process_env else None,
         )
     finally:
         envoy.stop()

@@ -166,11 +166,13 @@ class AuthServer(PeerProcess):
     name = "auth-server"
 
     def __init__(self, *, access_token_ttl: int = 300, subject: str = "demo-user", alg: str = "RS256",
-                 rfc8414: bool = True):
+                 rfc8414: bool = True, opaque: bool = False):
         command = [node_binary(), str(PEERS / "auth-server.mjs"), "--port", "0",
                    "--access-token-ttl", str(access_token_ttl), "--subject", subject, "--alg", alg]
         if not rfc8414:
             command.append("--no-rfc8414")
+        if opaque:
+            command.append("--opaque")
         super().__init__(command)
 
     @property
@@ -189,6 +191,27 @@ class AuthServer(PeerProcess):
     def cc_client(self) -> dict:
         return self.info["cc_client"]
 
+    @property
+    def introspection_endpoint(self) -> str:
+        return self.info["introspection_endpoint"]
+
+    def introspection_client(self, auth_method: str = "client_secret_basic") -> dict:
+        """The confidential client a resource server introspects with (`mcp-gateway`, or
+        `mcp-gateway-post` for client_secret_post)."""
+        return self.info["introspection_client_post" if auth_method == "client_secret_post" else "introspection_client"]
+
+    def revoke(self, token: str, client_id: str) -> int:
+        """RFC 7009 revocation by the public client the token was issued to; the status."""
+        import urllib.parse
+        import urllib.request
+
+        data = urllib.parse.urlencode({"token": token, "client_id": client_id,
+                                       "token_type_hint": "access_token"}).encode()
+        request = urllib.request.Request(f"{self.issuer}/token/revocation", data=data)
+        opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+        with opener.open(request, timeout=10) as resp:
+            return resp.status
+
     def client_credentials_token(self, resource: str, scope: str = "mcp:read") -> dict:
         """A token from the pre-registered confidential client (plain HTTP, no SDK)."""
         import base64
@@ -202,6 +225,30 @@ class AuthServer(PeerProcess):
         opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
         with opener.open(request, timeout=10) as resp:
             return json.loads(resp.read())
+
+    def revoke_confidential(self, token: str) -> int:
+        """RFC 7009 revocation of a token the pre-registered confidential client obtained."""
+        import base64
+        import urllib.parse
+        import urllib.request
+
+        client = self.cc_client
+        basic = base64.b64encode(f"{client['client_id']}:{client['client_secret']}".encode()).decode()
+        data = urllib.parse.urlencode({"token": token, "token_type_hint": "access_token"}).encode()
+        request = urllib.request.Request(f"{self.issuer}/token/revocation", data=data,
+                                         headers={"authorization": f"Basic {basic}"})
+        opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+        with opener.open(request, timeout=10) as resp:
+            return resp.status
+
+    def requests_to(self, method: str, path: str) -> int:
+        """How many `method path` requests (query ignored) the server logged so far."""
+        try:
+            text = self.log_path.read_text(errors="replace")
+        except FileNotFoundError:
+            return 0
+        prefix = f"[auth-server] {method} {path}"
+        return sum(1 for line in text.splitlines() if line.split("?")[0] == prefix)
 
 
 class McpServer(PeerProcess):
@@ -260,7 +307,8 @@ class FilterEnvoy(Envoy):
         if auth_port is not None:
             extra.append(static_cluster("auth_server", "127.0.0.1", auth_port))
         render_options = {name: options.pop(name) for name in ("wasm_path", "upstream_host", "wasm_config_extra",
-                                                               "http1_trailers") if name in options}
+                                                               "http1_trailers", "vm_env", "vm_host_env")
+                          if name in options}
 
         def bootstrap_for(port: int) -> dict:
             self.resource = f"http://127.0.0.1:{port}/mcp"
@@ -281,6 +329,36 @@ class FilterEnvoy(Envoy):
             issuer["jwks_uri"] = auth.jwks_uri
         return cls(lambda resource: plugin_config(resource, issuer, clock_skew_seconds=clock_skew_seconds),
                    upstream_port, auth_port=auth.port, **options)
+
+
+    #: The VM environment variable the introspection client secret is handed over in.
+    SECRET_ENV = "MCP_INTROSPECTION_SECRET"
+
+    @classmethod
+    def for_introspection(cls, auth: AuthServer, upstream_port: int, *, auth_method: str = "client_secret_basic",
+                          endpoint: bool = False, host_env: bool = False, introspection: dict | None = None,
+                          resource_extra: dict | None = None, **options: Any) -> "FilterEnvoy":
+        """Opaque tokens of `auth` (`AuthServer(opaque=True)`) introspected through the
+        `auth_server` cluster with `auth`'s confidential client for `auth_method`; the endpoint
+        discovered from the issuer's metadata unless `endpoint`. The secret reaches the VM as
+        an environment variable: in the Envoy config (`key_values`), or with `host_env` from
+        Envoy's own environment (`host_env_keys`, how a Kubernetes Secret reaches it)."""
+        client = auth.introspection_client(auth_method)
+        spec: dict[str, Any] = {"client_id": client["client_id"], "client_secret_env": cls.SECRET_ENV,
+                                "auth_method": auth_method, **(introspection or {})}
+        if endpoint:
+            spec["endpoint"] = auth.introspection_endpoint
+        issuer = {"issuer": auth.issuer, "cluster": "auth_server", "introspection": spec}
+        if host_env:
+            options.setdefault("process_env", {})[cls.SECRET_ENV] = client["client_secret"]
+            options["vm_host_env"] = [cls.SECRET_ENV]
+        else:
+            options["vm_env"] = {cls.SECRET_ENV: client["client_secret"]}
+        config = {**(resource_extra or {})}
+        auth_port = options.pop("auth_port", auth.port)
+        return cls(lambda resource: {**plugin_config(resource, issuer, **config),
+                                     "claims_to_headers": {"x-mcp-subject": "sub", "x-mcp-client": "client_id"}},
+                   upstream_port, auth_port=auth_port, **options)
 
 
 # ------------------------------------------------------------------------------------ clients
