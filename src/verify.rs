@@ -168,10 +168,18 @@ pub fn verify(
     }
     let cache_key = cache.map(|c| c.key(token));
     if let (Some(cache), Some(cache_key)) = (cache, &cache_key) {
-        if let Some(signed) = cache.get(cache_key, now, config.clock_skew) {
-            if let Some(alg) = signed.alg {
-                check_facts(alg, &signed.facts, resource, config, now)?;
-                return Ok(VerifiedToken(signed));
+        if let Some(signed) = cache.get(cache_key, now) {
+            match signed.alg {
+                Some(alg) => {
+                    check_facts(alg, &signed.facts, resource, config, now)?;
+                    return Ok(VerifiedToken(signed));
+                }
+                // A JWT whose issuer has no keys, introspected before: asked again (through
+                // the shared cache) unless it holds for this resource.
+                None if still_introspected(&signed, resource, config, now) => {
+                    return Ok(VerifiedToken(signed))
+                }
+                None => {}
             }
         }
     }
@@ -272,7 +280,7 @@ pub fn verify(
             .collect(),
     });
     if let (Some(cache), Some(cache_key)) = (cache, cache_key) {
-        cache.insert(cache_key, signed.clone());
+        cache.insert(cache_key, signed.clone(), exp + config.clock_skew as f64);
     }
     Ok(VerifiedToken(signed))
 }
@@ -358,6 +366,29 @@ fn check_facts(
         return Err(AuthError::NotYetValid);
     }
     Ok((issuer, exp))
+}
+
+/// Whether a token an introspection answer vouched for (kept in the verified-token cache) holds
+/// for `resource` at `now`: the issuer that answered introspects for it, the answer's `aud`
+/// names it, and its `exp`/`nbf` (when given) allow `now`, with the leeway. Anything else is
+/// decided from the answer itself, with the reason it fails.
+pub fn still_introspected(
+    signed: &Signed,
+    resource: &ProtectedResource,
+    config: &Config,
+    now: u64,
+) -> bool {
+    let skew = config.clock_skew as f64;
+    let now = now as f64;
+    signed.alg.is_none()
+        && resource.introspected_by.contains(&signed.issuer)
+        && signed
+            .facts
+            .aud
+            .iter()
+            .any(|a| resource.audiences.contains(a))
+        && signed.facts.exp.is_none_or(|exp| now < exp + skew)
+        && signed.facts.nbf.is_none_or(|nbf| nbf <= now + skew)
 }
 
 #[cfg(test)]

@@ -200,7 +200,7 @@ impl<H: Host> State<H> {
         now: u64,
         fresh: Option<Fresh<'_>>,
     ) -> Step<'c> {
-        let (Some(resource), Some(token)) = (config.resources.get(index), bearer(head)) else {
+        let (Some(resource), Some(token_text)) = (config.resources.get(index), bearer(head)) else {
             return Step::Decided(Decision::PassThrough);
         };
         let deny = |e: AuthError| {
@@ -219,7 +219,7 @@ impl<H: Host> State<H> {
                 head.origin(),
             )))
         };
-        let digest = introspect::digest(token);
+        let digest = introspect::digest(token_text);
         for &issuer in issuers {
             let Some(name) = config.issuers.get(issuer).map(|i| i.issuer.as_str()) else {
                 continue;
@@ -240,7 +240,15 @@ impl<H: Host> State<H> {
             }
             let known = match fresh {
                 Some(f) if f.issuer == issuer && f.digest == digest => match f.answer {
-                    Answer::Active(members) => Cached::Active(members.clone()),
+                    Answer::Active(members) => {
+                        let keep = config
+                            .issuers
+                            .get(issuer)
+                            .and_then(|i| i.introspection.as_ref());
+                        let keep =
+                            keep.map_or(0, |spec| introspect::keep_seconds(f.answer, spec, now));
+                        Cached::Active(members.clone(), now.saturating_add(keep))
+                    }
                     Answer::Inactive => Cached::Inactive,
                 },
                 _ => {
@@ -256,15 +264,23 @@ impl<H: Host> State<H> {
                 }
             };
             match known {
-                Cached::Active(members) => {
+                Cached::Active(members, until) => {
                     return match introspect::accept(&members, issuer, resource, config, now) {
-                        Ok(token) => Step::Decided(authorize(
-                            config,
-                            resource,
-                            index,
-                            &head.request(),
-                            token,
-                        )),
+                        Ok(token) => {
+                            // This worker answers the token again from its verified-token
+                            // cache, as long as the shared cache would.
+                            if until > now {
+                                let key = self.cache.key(token_text);
+                                self.cache.insert(key, token.0.clone(), until as f64);
+                            }
+                            Step::Decided(authorize(
+                                config,
+                                resource,
+                                index,
+                                &head.request(),
+                                token,
+                            ))
+                        }
                         Err(e) => deny(e),
                     };
                 }
@@ -275,7 +291,7 @@ impl<H: Host> State<H> {
                         config,
                         issuer,
                         discovered.as_deref(),
-                        token,
+                        token_text,
                         digest,
                         self.running_in,
                     );

@@ -570,7 +570,7 @@ fn active_answer(extra: Value) -> Vec<u8> {
 }
 
 #[test]
-fn introspects_an_opaque_token_once_and_serves_later_requests_from_the_shared_cache() {
+fn introspects_an_opaque_token_once_and_serves_later_requests_from_the_caches() {
     let mut w = introspecting(json!({}));
     assert_eq!(
         w.on_request_headers(1, &headers("POST", Some(OPAQUE)), true),
@@ -618,10 +618,63 @@ fn introspects_an_opaque_token_once_and_serves_later_requests_from_the_shared_ca
     );
     assert!(w.host().take_calls().is_empty() && other.host().take_calls().is_empty());
     w.on_tick();
+    other.on_tick();
     assert_eq!(w.host().counter("mcp_oauth_introspections_active"), 1);
     assert_eq!(w.host().counter("mcp_oauth_introspection_cache_misses"), 2);
-    assert_eq!(w.host().counter("mcp_oauth_introspection_cache_hits"), 1);
+    // Requests 2 (woken after 1 took the answer) and 3 came from this worker's verified-token
+    // cache, request 4 from the shared one.
+    assert_eq!(w.host().counter("mcp_oauth_introspection_cache_hits"), 0);
+    assert_eq!(w.host().counter("mcp_oauth_token_cache_hits"), 2);
+    assert_eq!(
+        other.host().counter("mcp_oauth_introspection_cache_hits"),
+        1
+    );
     assert_eq!(w.host().counter("mcp_oauth_requests_allowed"), 3);
+}
+
+#[test]
+fn a_worker_keeps_an_introspected_token_no_longer_than_the_shared_cache() {
+    let mut w = introspecting(json!({"cache_seconds": 30}));
+    w.on_request_headers(1, &headers("GET", Some(OPAQUE)), true);
+    let call = w.host().take_calls().pop().unwrap();
+    answer(&mut w, &call, 200, &active_answer(json!({})));
+    w.host().take_actions();
+    w.host().advance_ms(29_000);
+    assert_eq!(
+        w.on_request_headers(2, &headers("GET", Some(OPAQUE)), true),
+        Flow::Continue
+    );
+    assert!(w.host().take_calls().is_empty());
+    // Past `cache_seconds` the token is asked about again (a revoked token stops passing).
+    w.host().advance_ms(1_000);
+    assert_eq!(
+        w.on_request_headers(3, &headers("GET", Some(OPAQUE)), true),
+        Flow::Pause
+    );
+    let call = w.host().take_calls().pop().unwrap();
+    answer(&mut w, &call, 200, br#"{"active":false}"#);
+    assert_eq!(answered(&w.host().take_actions()), [(3, 401)]);
+    // A token kept for one resource is checked again for another: its audience decides.
+    let mut two = introspecting_json(json!({}));
+    two["resources"].as_array_mut().unwrap().push(json!({
+        "resource": "https://mcp.example.com/other",
+        "authorization_servers": ["https://auth.example.com"]}));
+    let mut w = worker(&two, FakeHost::new().with_env("MCP_SECRET", "s3cret"));
+    w.on_request_headers(1, &headers("GET", Some(OPAQUE)), true);
+    let call = w.host().take_calls().pop().unwrap();
+    answer(&mut w, &call, 200, &active_answer(json!({})));
+    w.host().take_actions();
+    let other = [
+        (":method", "GET"),
+        (":path", "/other"),
+        (":authority", "mcp.example.com"),
+        ("authorization", OPAQUE),
+    ];
+    assert_eq!(
+        w.on_request_headers(2, &serialize_pairs(&other), true),
+        Flow::Pause
+    );
+    assert_eq!(answered(&w.host().take_actions()), [(2, 401)]);
 }
 
 #[test]
@@ -769,6 +822,15 @@ fn introspects_the_jwts_of_an_issuer_without_keys() {
         .expect("the JWT is introspected");
     answer(&mut w, &call, 200, &active_answer(json!({})));
     assert_eq!(resumed(&w.host().take_actions()), [1]);
+    // Again: from the worker's verified-token cache, no call, no shared-data read needed.
+    assert_eq!(
+        w.on_request_headers(2, &headers("GET", Some(&jwt)), true),
+        Flow::Continue
+    );
+    assert!(w.host().take_calls().is_empty());
+    w.on_tick();
+    assert_eq!(w.host().counter("mcp_oauth_token_cache_hits"), 1);
+    assert_eq!(w.host().counter("mcp_oauth_introspection_cache_hits"), 0);
 }
 
 #[test]

@@ -192,16 +192,20 @@ def test_discovery_falls_back_to_openid_configuration_and_es256(wasm_path, stack
         assert status == 200, (body, envoy.log_tail())
 
 
-def test_demo_walkthrough_once(wasm_path):
-    """`make demo ARGS=--once`: the whole real stack, one real client, every step succeeds."""
+@pytest.mark.parametrize("flags, steps", [([], 7), (["--opaque"], 8)], ids=["jwt", "opaque"])
+def test_demo_walkthrough_once(wasm_path, flags, steps):
+    """`make demo ARGS=--once` (and `--once --opaque`, opaque tokens introspected): the whole
+    real stack, one real client, every step succeeds."""
     import subprocess
     import sys
 
     from harness.peers import REPO_ROOT
 
     env = {**os.environ, "MCP_OAUTH_WASM": str(wasm_path), "NO_COLOR": "1"}
-    done = subprocess.run([sys.executable, str(REPO_ROOT / "demo" / "demo.py"), "--once"], cwd=REPO_ROOT, env=env,
-                          capture_output=True, text=True, timeout=120, stdin=subprocess.DEVNULL)
+    done = subprocess.run([sys.executable, str(REPO_ROOT / "demo" / "demo.py"), "--once", *flags], cwd=REPO_ROOT,
+                          env=env, capture_output=True, text=True, timeout=120, stdin=subprocess.DEVNULL)
     assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-2000:]
-    assert "All 7 steps succeeded." in done.stdout
+    assert f"All {steps} steps succeeded." in done.stdout
     assert "tools/call add → '5'" in done.stdout
+    if "--opaque" in flags:
+        assert "The filter asks the authorization server about it (RFC 7662 introspection)" in done.stdout
