@@ -8,15 +8,21 @@ module with its exports trimmed like ours, see tools/trim_exports.py; hot, noaut
 only) | reply (the same trimmed module given our 401 and metadata responses: reads `:path` and
 sends the matching one, the least any filter that answers a request itself costs; noauth and
 metadata only) | jwt (jwt_authn, default config) | jwt_cache (jwt_authn + jwt_cache_config) |
-ours (the filter under test).
+ours (the filter under test) | ours_opaque (the same, its issuer also introspecting opaque tokens
+at bench/introspection_stub.py; hot only).
 
-Scenarios: hot (one valid RS256 token reused), cold (a distinct valid RS256 token per request),
+Scenarios: hot (one valid RS256 token reused; for ours_opaque one opaque token, introspected once
+and then answered from the introspection cache), cold (a distinct valid RS256 token per request),
 forged (distinct tokens with random signatures), noauth (no Authorization header: 401 from
 ours, reply and jwt_authn, 200 from none/noop), metadata (GET /.well-known/oauth-protected-resource/mcp;
 ours and reply answer it, none/noop answer "ok"). Rounds are interleaved (round r runs every scenario on
 every variant, variant order rotated), and every number reported is a median over rounds, so
 load from other processes on the machine hits all variants alike: read the ratios, not the
 absolute numbers.
+
+Then the opaque-token flood on the same Envoy: distinct random opaque tokens to ours_opaque
+(`max_in_flight` 16) with 4 and with 64 connections, counting the calls the introspection
+endpoint gets per second and how the requests were answered (401 inactive, 503 busy).
 
 Then a memory check on a separate Envoy with only our filter: memory after 10k distinct valid
 tokens vs after many more (up to --mem-tokens, within --mem-seconds).
@@ -46,10 +52,53 @@ from pathlib import Path
 
 from harness import tokens as tk
 from harness.envoy import find_envoy_binary
-from load import Pool, claims, log, run_wrk, token_pool
+from introspection_stub import IntrospectionStub
+from load import Pool, claims, log, opaque_pools, run_wrk, token_pool
 from report import fmt_bytes, median, rerender, write_results
-from variants import (BENCH, CACHE, NOOP_WASM, OURS_WASM, PROTECTED_PATH, SCENARIOS, VARIANTS, bootstrap, probe,
-                      same_answers, start_envoy, trim_noop)
+from variants import (BENCH, CACHE, ISSUER, NOOP_WASM, OPAQUE_MAX_IN_FLIGHT, OURS_WASM, PROTECTED_PATH, RESOURCE,
+                      SCENARIOS, VARIANTS, bootstrap, pool_of, probe, same_answers, start_envoy, trim_noop)
+
+FLOOD_CONNECTIONS = (4, 64)
+
+
+def opaque_flood(envoy, stub: IntrospectionStub, pool: Pool, seconds: float) -> list[dict]:
+    """Distinct random opaque tokens to ours_opaque, with each of FLOOD_CONNECTIONS: requests/s,
+    introspection calls/s at the authorization server, and the answers by reason."""
+    port = envoy.ports["ours_opaque"]
+    runs = []
+    for connections in FLOOD_CONNECTIONS:
+        time.sleep(0.6)  # the filter's counters flush on a 200 ms tick
+        calls0, stats0 = stub.count(), envoy.stats("mcp_oauth")
+        res = run_wrk(port, PROTECTED_PATH, pool, seconds, connections, envoy)
+        time.sleep(0.6)
+        calls, stats = stub.count() - calls0, envoy.stats("mcp_oauth")
+
+        def delta(name: str) -> int:
+            return stats.get(f"mcp_oauth_{name}", 0) - stats0.get(f"mcp_oauth_{name}", 0)
+
+        seconds_run = res["duration_us"] / 1e6
+        run = {
+            "connections": connections,
+            "max_in_flight": OPAQUE_MAX_IN_FLIGHT,
+            "requests": res["requests"],
+            "rps": res["rps"],
+            "cpu_us": res.get("cpu_us"),
+            "p50_ms": res["p50_us"] / 1000,
+            "p99_ms": res["p99_us"] / 1000,
+            "as_calls": calls,
+            "as_calls_per_s": calls / seconds_run,
+            "inactive": delta("requests_denied_token_inactive"),
+            "busy": delta("requests_denied_introspection_busy"),
+            "unavailable": delta("requests_denied_introspection_unavailable"),
+            "allowed": delta("requests_allowed"),
+            "non_2xx": res["errors_status"],
+            "fresh": res.get("fresh", True),
+        }
+        runs.append(run)
+        log(f"flood c={connections}: {run['rps']:,.0f} req/s, {run['as_calls_per_s']:,.0f} introspection calls/s "
+            f"(inactive {run['inactive']}, busy {run['busy']}, unavailable {run['unavailable']}, "
+            f"allowed {run['allowed']})")
+    return runs
 
 
 def memory_check(args, workers: int, expected_rps: float | None) -> dict:
@@ -139,6 +188,8 @@ def main() -> int:
     ap.add_argument("--mem-tokens", type=int, default=1_000_000, help="distinct tokens for the memory check (target)")
     ap.add_argument("--mem-seconds", type=float, default=300, help="time budget for sending them")
     ap.add_argument("--mem-key", default="ed25519", help="fixture key for the memory-check tokens (fast to mint)")
+    ap.add_argument("--flood-seconds", type=float, default=5.0, help="seconds per opaque-token flood run")
+    ap.add_argument("--flood-tokens", type=int, default=300_000, help="distinct random opaque tokens for the flood")
     ap.add_argument("--no-memcheck", action="store_true")
     ap.add_argument("--only-memcheck", action="store_true", help="skip the throughput rounds")
     ap.add_argument("--quick", action="store_true", help="3 rounds x 1 s, 100k-token memory check in 30 s")
@@ -151,6 +202,7 @@ def main() -> int:
     if args.quick:
         args.rounds, args.duration = 3, 1.0
         args.mem_tokens, args.mem_seconds = min(args.mem_tokens, 100_000), min(args.mem_seconds, 30)
+        args.flood_seconds = min(args.flood_seconds, 2.0)
     command = " ".join(["python", "bench/bench.py"] + sys.argv[1:])
     for f in (OURS_WASM, NOOP_WASM):
         if not f.exists():
@@ -173,6 +225,8 @@ def main() -> int:
     hot_file.write_text(tk.mint(claims(0, "hot"), key="rsa-a") + "\n")
     pools["hot"] = Pool(hot_file)
     pools["cold"].cursor = 0
+    pools["opaque_hot"], pools["opaque_random"] = opaque_pools(args.flood_tokens)
+    opaque_hot = open(pools["opaque_hot"].path).readline().strip()
 
     envoy_bin = find_envoy_binary()
     version = subprocess.run([envoy_bin, "--version"], capture_output=True, text=True).stdout.strip()
@@ -196,19 +250,21 @@ def main() -> int:
         print(json.dumps({k: v for k, v in mc.items() if k not in ("snaps", "small", "large")}, indent=1))
         return 0
 
-    envoy = start_envoy(bootstrap(VARIANTS))
+    stub = IntrospectionStub(live={opaque_hot}, issuer=ISSUER, resource=RESOURCE).start()
+    envoy = start_envoy(bootstrap(VARIANTS, stub.cluster()))
     raw: dict = {s: {v: [] for v in SCENARIOS[s][0]} for s in SCENARIOS}
     memory: dict = {}
+    flood: dict = {}
     cursors = {v: {"cold": 0, "forged": 0} for v in VARIANTS}
     try:
         log(f"envoy up: {envoy.ports} (admin {envoy.admin_port})")
         hot_token = hot_file.read_text().strip()
         forged_token = open(pools["forged"].path).readline().strip()
+        first = {"hot": hot_token, "cold": hot_token, "forged": forged_token, "opaque_hot": opaque_hot}
         # Sanity: each variant answers each scenario as expected (the tokens are right).
-        for scen, (variants, pool_name, path, expect) in SCENARIOS.items():
-            token = {"hot": hot_token, "cold": hot_token, "forged": forged_token}.get(pool_name or "", None)
+        for scen, (variants, _, path, expect) in SCENARIOS.items():
             for v in variants:
-                got = probe(envoy.ports[v], path, token)
+                got = probe(envoy.ports[v], path, first.get(pool_of(scen, v) or ""))
                 if got != expect[v]:
                     log(f"WARNING: {scen} on {v} answered {got}, expected {expect[v]}")
         for problem in same_answers(envoy.ports):
@@ -218,12 +274,15 @@ def main() -> int:
         for v in VARIANTS:
             for scen in ("hot", "noauth", "metadata"):
                 if v in SCENARIOS[scen][0]:
-                    run_wrk(envoy.ports[v], SCENARIOS[scen][2], pools[SCENARIOS[scen][1]] if SCENARIOS[scen][1] else None,
+                    pool_name = pool_of(scen, v)
+                    run_wrk(envoy.ports[v], SCENARIOS[scen][2], pools[pool_name] if pool_name else None,
                             1, args.connections)
+        calls_before_rounds = stub.count()
         for r in range(args.rounds):
-            for scen, (variants, pool_name, path, _) in SCENARIOS.items():
+            for scen, (variants, _, path, _) in SCENARIOS.items():
                 order = variants[r % len(variants):] + variants[: r % len(variants)]
                 for v in order:
+                    pool_name = pool_of(scen, v)
                     pool = pools[pool_name] if pool_name else None
                     if pool_name in ("cold", "forged"):
                         pool.cursor = cursors[v][pool_name]
@@ -234,9 +293,14 @@ def main() -> int:
                 memory[scen] = envoy.memory()
                 log(f"round {r + 1}/{args.rounds} {scen:8s} " + "  ".join(
                     f"{v}={raw[scen][v][-1]['rps']:,.0f}" for v in variants))
+        # The hot opaque token was introspected once (sanity probe); the rounds must not call again.
+        flood["hot_calls"] = stub.count() - calls_before_rounds
         log("ours counters: " + json.dumps(envoy.stats("mcp_oauth")))
+        log(f"opaque-token flood: {args.flood_seconds:.0f} s per run, connections {FLOOD_CONNECTIONS} ...")
+        flood["runs"] = opaque_flood(envoy, stub, pools["opaque_random"], args.flood_seconds)
     finally:
         envoy.stop()
+        stub.stop()
 
     memcheck = {}
     if not args.no_memcheck:
@@ -247,7 +311,7 @@ def main() -> int:
         memcheck = memory_check(args, workers, expected)
 
     meta["elapsed_s"] = round(time.monotonic() - t_start)
-    write_results(args.out, meta, raw, memory, memcheck)
+    write_results(args.out, meta, raw, memory, memcheck, flood)
     return 0
 
 

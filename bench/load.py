@@ -3,7 +3,9 @@ reused while valid), sent by wrk (bench/wrk_tokens.lua), one token per request.
 
 Pools: hot (one valid RS256 token), cold (distinct valid tokens), forged (distinct tokens with
 random signatures of the right length), mem (distinct valid tokens for the memory check; the
-file only grows).
+file only grows), opaque_hot (one opaque token, the one the bench's introspection endpoint calls
+active) and opaque_random (distinct random opaque tokens, written fresh each run: the
+negative cache of an earlier run must not know them).
 """
 from __future__ import annotations
 
@@ -119,6 +121,20 @@ def token_pool(kind: str, key: str, count: int, workers: int, grow: bool = False
     meta.write_text(json.dumps({"count": count, "exp": min(exp, old_exp) if old_exp else exp}))
     log(f"  minted in {time.monotonic() - t0:.1f}s -> {path.relative_to(REPO_ROOT)}")
     return Pool(path)
+
+
+def opaque_token() -> str:
+    """An opaque access token as authorization servers issue them: 32 random bytes, base64url."""
+    return tk.b64url(os.urandom(32))
+
+
+def opaque_pools(count: int) -> tuple[Pool, Pool]:
+    """opaque_hot (one token) and opaque_random (`count` distinct tokens), freshly written."""
+    CACHE.mkdir(exist_ok=True)
+    hot, random = CACHE / "opaque_hot.txt", CACHE / "opaque_random.txt"
+    hot.write_text(opaque_token() + "\n")
+    random.write_text("".join(opaque_token() + "\n" for _ in range(count)))
+    return Pool(hot), Pool(random)
 
 
 def run_wrk(port: int, path: str, pool: Pool | None, duration: float, connections: int,

@@ -57,6 +57,9 @@ TARGETS = [
     ("forged", "jwt", 0.25, 0.5, "forged ÷ jwt_authn"),
     ("forged", "jwt_cache", None, None, "forged ÷ jwt_authn+cache"),
     ("forged", "noop", None, None, "forged ÷ no-op floor"),
+    # Opaque tokens: the hot path once the introspection answer is cached in shared data.
+    ("hot", "ours", None, None, "opaque hot (introspected, cached) ÷ JWT hot", "ours_opaque"),
+    ("hot", "noop", None, None, "opaque hot (introspected, cached) ÷ no-op floor", "ours_opaque"),
     ("noauth", "noop", 0.95, None, "401 ÷ no-op floor"),
     ("noauth", "noop_trim", None, None, "401 ÷ no-op, trimmed exports"),
     ("noauth", "reply", None, None, "401 ÷ local-reply wasm floor"),
@@ -93,7 +96,31 @@ def ratios(raw: dict) -> list[dict]:
     return rows
 
 
-def render_markdown(meta: dict, summary: dict, ratio_rows: list[dict], memory: dict, memcheck: dict) -> str:
+def render_flood(flood: dict) -> list[str]:
+    """The opaque-token flood: what random tokens cost the authorization server."""
+    if not flood.get("runs"):
+        return []
+    L = ["## Opaque tokens: a flood of random tokens (what the authorization server sees)\n"]
+    L.append("Distinct random opaque tokens (32 random bytes, base64url) to `ours_opaque`, whose introspection "
+             "endpoint (`bench/introspection_stub.py`, a Python thread on the same machine) calls each inactive. "
+             "No cache can help with tokens never seen before: every admitted request is one call, and "
+             f"`max_in_flight` ({flood['runs'][0]['max_in_flight']} per worker, 1 worker) bounds the calls "
+             "outstanding, so at most `max_in_flight` ÷ the endpoint's latency calls per second per worker reach "
+             "it; requests beyond the bound get `503` at once. The hot opaque token made "
+             f"**{flood.get('hot_calls', 0)}** introspection calls during all the hot rounds (its answer was "
+             "cached by the sanity probe before them).\n")
+    L.append("| connections | req/s | introspection calls/s | calls per request | 401 inactive | 503 busy | 503 unavailable | allowed | p50 ms | p99 ms |")
+    L.append("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+    for r in flood["runs"]:
+        L.append(f"| {r['connections']} | {r['rps']:,.0f} | {r['as_calls_per_s']:,.0f} | "
+                 f"{r['as_calls'] / max(r['requests'], 1):.2f} | {r['inactive']:,} | {r['busy']:,} | "
+                 f"{r['unavailable']:,} | {r['allowed']:,} | {r['p50_ms']:.3f} | {r['p99_ms']:.3f} |")
+    L.append("")
+    return L
+
+
+def render_markdown(meta: dict, summary: dict, ratio_rows: list[dict], memory: dict, memcheck: dict,
+                    flood: dict | None = None) -> str:
     L = []
     L.append("# mcp-oauth-filter benchmark\n")
     L.append(f"- Date: {meta['date']}")
@@ -112,7 +139,8 @@ def render_markdown(meta: dict, summary: dict, ratio_rows: list[dict], memory: d
     L.append("Median over rounds of the per-round ratio. **req/s**: ours' requests/s ÷ the reference's "
              "(the targets' definition). **CPU**: the reference's Envoy CPU time per request ÷ ours "
              "(same direction: > 1× means ours is cheaper); it barely depends on what else runs on the "
-             "machine, so trust it when the two disagree on a busy machine. The last two rows measure the "
+             "machine, so trust it when the two disagree on a busy machine. The `opaque hot` rows measure ours with "
+             "one opaque token whose introspection answer is cached; the last two rows measure the "
              "local-reply floor, not ours: where the least any wasm answer costs stands against the no-op.\n")
     L.append("| ratio | req/s | result | CPU/request | result | target |")
     L.append("|---|---:|---|---:|---|---:|")
@@ -142,6 +170,7 @@ def render_markdown(meta: dict, summary: dict, ratio_rows: list[dict], memory: d
             L.append(f"| {scen} | {LABELS[var]} | {s['rps']:,.0f} | {s['cpu_us']:.1f} | {s['p50_ms']:.3f} | {s['p99_ms']:.3f} | {st} | {s['rps_all']} |")
     L.append("")
 
+    L.extend(render_flood(flood or {}))
     L.append("## Memory after each scenario (main Envoy, after the last round)\n")
     L.append("| after | wasm linear memories: total size (each) | their RSS | Envoy heap (tcmalloc) | process RSS |")
     L.append("|---|---|---:|---:|---:|")
@@ -223,7 +252,7 @@ def render_chart(summary: dict, ratio_rows: list[dict], path: Path) -> bool:
         return False
     scens = list(summary)
     colors = {"none": "#bbbbbb", "noop": "#7f7f7f", "noop_trim": "#c7b299", "reply": "#8c564b",
-              "jwt": "#1f77b4", "jwt_cache": "#9ecae1", "ours": "#d62728"}
+              "jwt": "#1f77b4", "jwt_cache": "#9ecae1", "ours": "#d62728", "ours_opaque": "#ff9896"}
     fig, (ax1, ax3, ax2) = plt.subplots(1, 3, figsize=(19, 6), gridspec_kw={"width_ratios": [3, 3, 2.4]})
     width = 0.12
     for ax, key, title, ylabel in (
@@ -265,15 +294,16 @@ def render_chart(summary: dict, ratio_rows: list[dict], path: Path) -> bool:
     return True
 
 
-def write_results(out: Path, meta: dict, raw: dict, memory: dict, memcheck: dict) -> str:
+def write_results(out: Path, meta: dict, raw: dict, memory: dict, memcheck: dict, flood: dict) -> str:
     """results.md, results.json and (with matplotlib) results.svg in `out`; returns the markdown."""
     summary, ratio_rows = summarize(raw), ratios(raw)
-    md = render_markdown(meta, summary, ratio_rows, memory, memcheck)
+    md = render_markdown(meta, summary, ratio_rows, memory, memcheck, flood)
     md += f"\nTotal bench time: {meta['elapsed_s']} s.\n"
     out.mkdir(parents=True, exist_ok=True)
     (out / "results.md").write_text(md)
     (out / "results.json").write_text(json.dumps(
-        {"meta": meta, "summary": summary, "ratios": ratio_rows, "memory": memory, "memcheck": memcheck, "raw": raw},
+        {"meta": meta, "summary": summary, "ratios": ratio_rows, "memory": memory, "memcheck": memcheck,
+         "flood": flood, "raw": raw},
         indent=1))
     charted = render_chart(summary, ratio_rows, out / "results.svg")
     print()
@@ -286,7 +316,7 @@ def rerender(results_json: Path, out: Path) -> str:
     """results.md and results.svg again from a results.json (after a change to the report)."""
     d = json.loads(results_json.read_text())
     summary, rows = summarize(d["raw"]), ratios(d["raw"])
-    md = render_markdown(d["meta"], summary, rows, d["memory"], d["memcheck"])
+    md = render_markdown(d["meta"], summary, rows, d["memory"], d["memcheck"], d.get("flood"))
     md += f"\nTotal bench time: {d['meta']['elapsed_s']} s.\n"
     out.mkdir(parents=True, exist_ok=True)
     (out / "results.md").write_text(md)

@@ -28,7 +28,7 @@ RESOURCE = "https://mcp.example.com/mcp"
 PROTECTED_PATH = "/mcp"
 METADATA_PATH = "/.well-known/oauth-protected-resource/mcp"
 
-VARIANTS = ["none", "noop", "noop_trim", "reply", "jwt", "jwt_cache", "ours"]
+VARIANTS = ["none", "noop", "noop_trim", "reply", "jwt", "jwt_cache", "ours", "ours_opaque"]
 FLOORS = ["none", "noop", "noop_trim"]
 LABELS = {
     "none": "no filter",
@@ -38,19 +38,32 @@ LABELS = {
     "jwt": "jwt_authn",
     "jwt_cache": "jwt_authn+cache",
     "ours": "mcp-oauth-filter",
+    "ours_opaque": "mcp-oauth-filter, opaque token (introspected, cached)",
 }
-# scenario -> (variants it runs on, token pool, path, expected status per variant)
+INTROSPECTION_CLUSTER = "introspection"
+INTROSPECTION_ENDPOINT = "http://auth.example.com/introspect"
+# Per introspecting worker: below the flood's connections, so the flood meets the bound.
+OPAQUE_MAX_IN_FLIGHT = 16
+# scenario -> (variants it runs on, token pool, path, expected status per variant). The hot
+# scenario's pool for ours_opaque is "opaque_hot" (see `pool_of`): one opaque token, reused.
 SCENARIOS = {
     "hot": ([v for v in VARIANTS if v != "reply"], "hot", PROTECTED_PATH, {v: 200 for v in VARIANTS}),
-    "cold": ([v for v in VARIANTS if v not in ("noop_trim", "reply")], "cold", PROTECTED_PATH,
+    "cold": ([v for v in VARIANTS if v not in ("noop_trim", "reply", "ours_opaque")], "cold", PROTECTED_PATH,
              {v: 200 for v in VARIANTS}),
-    "forged": ([v for v in VARIANTS if v not in ("noop_trim", "reply")], "forged", PROTECTED_PATH,
+    "forged": ([v for v in VARIANTS if v not in ("noop_trim", "reply", "ours_opaque")], "forged", PROTECTED_PATH,
                {"none": 200, "noop": 200, "jwt": 401, "jwt_cache": 401, "ours": 401}),
-    "noauth": (VARIANTS, None, PROTECTED_PATH,
+    "noauth": ([v for v in VARIANTS if v != "ours_opaque"], None, PROTECTED_PATH,
                {"none": 200, "noop": 200, "noop_trim": 200, "reply": 401, "jwt": 401, "jwt_cache": 401, "ours": 401}),
     "metadata": (FLOORS + ["reply", "ours"], None, METADATA_PATH,
                  {"none": 200, "noop": 200, "noop_trim": 200, "reply": 200, "ours": 200}),
 }
+
+
+def pool_of(scenario: str, variant: str) -> str | None:
+    """The token pool `variant` gets in `scenario`."""
+    pool = SCENARIOS[scenario][1]
+    return "opaque_hot" if pool == "hot" and variant == "ours_opaque" else pool
+
 
 # What ours answers in the noauth and metadata scenarios (checked against ours before the
 # bench measures, see `same_answers`): the local-reply floor sends exactly these.
@@ -89,6 +102,17 @@ def plugin_config(jwks: dict) -> dict:
     }
 
 
+def plugin_config_opaque(jwks: dict) -> dict:
+    """ours_opaque: ours, its issuer also introspecting opaque tokens (inline secret: a bench)."""
+    config = plugin_config(jwks)
+    config["issuers"][0].update({
+        "cluster": INTROSPECTION_CLUSTER,
+        "introspection": {"endpoint": INTROSPECTION_ENDPOINT, "client_id": "mcp-gateway", "client_secret": "bench",
+                          "cache_seconds": 86400, "max_in_flight": OPAQUE_MAX_IN_FLIGHT},
+    })
+    return config
+
+
 def _jwt_filter(jwks: dict, cached: bool) -> dict:
     provider = {
         "issuer": ISSUER,
@@ -118,6 +142,7 @@ def variant_filters(variant: str) -> list[dict]:
         "jwt": lambda: [_jwt_filter(jwks, cached=False)],
         "jwt_cache": lambda: [_jwt_filter(jwks, cached=True)],
         "ours": lambda: [wasm_filter(plugin_config(jwks), wasm_path=OURS_WASM)],
+        "ours_opaque": lambda: [wasm_filter(plugin_config_opaque(jwks), name="mcp_oauth_opaque", wasm_path=OURS_WASM)],
     }[variant]()
 
 
@@ -126,14 +151,17 @@ def bench_listener(name: str, filters: list[dict]) -> dict:
     return listener(name, filters, routes=[direct_response_route("ok")])
 
 
-def bootstrap_of(listeners: list[dict]) -> dict:
-    """Admin and `listeners` on 127.0.0.1, ports chosen by the OS; no cluster (no upstream)."""
-    return {"admin": {"address": socket_address("127.0.0.1", 0)}, "static_resources": {"listeners": listeners}}
+def bootstrap_of(listeners: list[dict], clusters: list[dict] = ()) -> dict:
+    """Admin and `listeners` on 127.0.0.1, ports chosen by the OS; no upstream (the routes answer
+    themselves), only `clusters` for the filter's own calls."""
+    return {"admin": {"address": socket_address("127.0.0.1", 0)},
+            "static_resources": {"listeners": listeners, **({"clusters": list(clusters)} if clusters else {})}}
 
 
-def bootstrap(variants: list[str]) -> dict:
-    """A listener per variant, named after it."""
-    return bootstrap_of([bench_listener(v, variant_filters(v)) for v in variants])
+def bootstrap(variants: list[str], introspection_cluster: dict | None = None) -> dict:
+    """A listener per variant, named after it; ours_opaque needs `introspection_cluster`."""
+    clusters = [introspection_cluster] if introspection_cluster and "ours_opaque" in variants else []
+    return bootstrap_of([bench_listener(v, variant_filters(v)) for v in variants], clusters)
 
 
 def trim_noop() -> None:

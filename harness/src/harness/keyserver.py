@@ -74,6 +74,8 @@ def json_answer(doc, *, status: int = 200, cache_control: str | None = None, del
 
 class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
+    # Head and body are two writes: with Nagle the body would wait for the peer's delayed ACK.
+    disable_nagle_algorithm = True
     server: "_Server"
 
     def log_message(self, format, *args):  # quiet
