@@ -28,8 +28,17 @@ struct Inner {
     map: HashMap<Digest, (Rc<Signed>, f64)>,
     /// Insertion order, for first-in-first-out eviction; may hold digests already removed.
     order: VecDeque<Digest>,
-    hits: u64,
-    misses: u64,
+    counts: Counts,
+}
+
+/// Lookups since the counters were last taken.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Counts {
+    pub hits: u64,
+    pub misses: u64,
+    /// Those of the hits that found a token an introspection answer vouched for: an
+    /// introspection answered from this worker's memory.
+    pub introspected_hits: u64,
 }
 
 /// Interior mutability: the cache is filled while a request is decided through a shared
@@ -76,7 +85,10 @@ impl TokenCache {
         let mut inner = self.inner.borrow_mut();
         match inner.map.get(key).cloned() {
             Some((entry, until)) if (now as f64) < until => {
-                inner.hits += 1;
+                inner.counts.hits += 1;
+                if entry.alg.is_none() {
+                    inner.counts.introspected_hits += 1;
+                }
                 Some(entry)
             }
             Some(_) => {
@@ -90,7 +102,7 @@ impl TokenCache {
     /// Counts a token that was not in the cache and goes on to verification.
     pub fn record_miss(&self) {
         if self.capacity > 0 {
-            self.inner.borrow_mut().misses += 1;
+            self.inner.borrow_mut().counts.misses += 1;
         }
     }
 
@@ -135,12 +147,8 @@ impl TokenCache {
     }
 
     /// Hits and misses since the last call (for counters).
-    pub fn take_counts(&self) -> (u64, u64) {
-        let mut inner = self.inner.borrow_mut();
-        let counts = (inner.hits, inner.misses);
-        inner.hits = 0;
-        inner.misses = 0;
-        counts
+    pub fn take_counts(&self) -> Counts {
+        std::mem::take(&mut self.inner.borrow_mut().counts)
     }
 }
 
@@ -184,8 +192,21 @@ mod tests {
         assert!(c.get(&digest("a"), 160).is_none());
         assert!(c.is_empty(), "expired entries are dropped");
         c.record_miss();
-        assert_eq!(c.take_counts(), (1, 1));
-        assert_eq!(c.take_counts(), (0, 0));
+        let counts = |hits, misses, introspected_hits| Counts {
+            hits,
+            misses,
+            introspected_hits,
+        };
+        assert_eq!(c.take_counts(), counts(1, 1, 0));
+        assert_eq!(c.take_counts(), counts(0, 0, 0));
+        // A token an introspection answer vouched for counts as an introspection hit too.
+        let introspected = Rc::new(Signed {
+            alg: None,
+            ..(*entry(0, 2, 100.0)).clone()
+        });
+        c.insert(digest("b"), introspected, 160.0);
+        assert!(c.get(&digest("b"), 100).is_some());
+        assert_eq!(c.take_counts(), counts(1, 0, 1));
     }
 
     #[test]

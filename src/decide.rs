@@ -74,6 +74,11 @@ pub enum Decision<'c> {
         resource: usize,
         refetch: bool,
     },
+    /// Answer with this issuer's RFC 8414 metadata as fetched ([`response::as_metadata`]):
+    /// a client of MCP 2025-03-26 asked the resource's origin for it.
+    OriginMetadata {
+        issuer: IssuerId,
+    },
 }
 
 /// A valid token on a request whose body decides (MCP-aware authorization).
@@ -94,6 +99,14 @@ pub fn decide<'c>(
     now: u64,
 ) -> Decision<'c> {
     let (raw_path, query) = paths::split_query(req.path);
+    if let Some(document) = route::origin_document(config, raw_path, req.authority) {
+        if cors::is_preflight(req.method, req.origin, req.access_control_request_method) {
+            return Decision::Respond(response::preflight());
+        }
+        return Decision::OriginMetadata {
+            issuer: document.issuer,
+        };
+    }
     let resource = match route::route(config, raw_path, req.authority) {
         Route::Outside => return Decision::PassThrough,
         Route::Misdirected => return Decision::Respond(response::misdirected(req.origin)),

@@ -107,6 +107,27 @@ fn check(path: &str) -> Result<ExitCode, Failure> {
             println!("    method {method:<15} {}", scopes.join(" "));
         }
     }
+    if !config.origin_documents.is_empty() {
+        println!("authorization server metadata at resource origins (clients of MCP 2025-03-26):");
+    }
+    for d in &config.origin_documents {
+        let Some(issuer) = config.issuers.get(d.issuer) else {
+            continue;
+        };
+        let origin = config
+            .resources
+            .get(d.resource)
+            .map_or(String::new(), |r| r.url.origin());
+        for path in route::AS_METADATA_PATHS {
+            println!("  {origin}{path}");
+        }
+        println!(
+            "    answers: the metadata of {:?}, fetched through Envoy cluster {:?} from the first of: {}",
+            issuer.issuer,
+            issuer.cluster.as_deref().unwrap_or_default(),
+            FetchState::discovery_urls(&issuer.issuer).join(", ")
+        );
+    }
     println!("issuers:");
     for i in &config.issuers {
         let algs: Vec<&str> = i.algorithms.iter().map(|a| a.name()).collect();
@@ -343,7 +364,11 @@ fn explain(a: &ExplainArgs) -> Result<ExitCode, Failure> {
     };
 
     println!("1. request: {} {path} (authority {authority})", a.method);
-    match route::route(&config, paths::split_query(&path).0, &authority) {
+    let bare = paths::split_query(&path).0;
+    match route::route(&config, bare, &authority) {
+        _ if route::origin_document(&config, bare, &authority).is_some() => println!(
+            "2. resource: none; the origin answers its authorization server's metadata here"
+        ),
         Route::Protected(r) | Route::BadPath(r, _) => {
             println!("2. resource: {} (metadata {})", r.resource, r.metadata_url)
         }
@@ -356,6 +381,16 @@ fn explain(a: &ExplainArgs) -> Result<ExitCode, Failure> {
     println!("3. credential: Bearer token");
     describe_token(&a.token, now);
     let mut decision = decide(&config, &keys, None, &req, now);
+    if let Decision::OriginMetadata { issuer } = &decision {
+        let name = config
+            .issuers
+            .get(*issuer)
+            .map_or("", |i| i.issuer.as_str());
+        println!(
+            "decision: 200 with the RFC 8414 metadata of {name:?} as fetched (503 before the first fetch): a client of MCP 2025-03-26 looks for it at the MCP server's origin"
+        );
+        return Ok(ExitCode::SUCCESS);
+    }
     if let Decision::Introspect { issuers, .. } = &decision {
         // The filter would ask the authorization server: explain says where, and stops.
         let places: Vec<String> = issuers
@@ -563,5 +598,6 @@ fn report(decision: &Decision<'_>) -> ExitCode {
             ExitCode::FAILURE
         }
         Decision::Introspect { .. } => ExitCode::FAILURE,
+        Decision::OriginMetadata { .. } => ExitCode::SUCCESS,
     }
 }

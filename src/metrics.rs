@@ -18,6 +18,12 @@ pub enum Metric {
     RequestsDenied(Reason),
     MetadataServed,
     MetadataNotFound,
+    /// Authorization server metadata at resource origins: answered, 503 before the first
+    /// fetch, and its fetches.
+    AsMetadataServed,
+    AsMetadataUnavailable,
+    AsMetadataFetchesOk,
+    AsMetadataFetchesFailed,
     MethodNotAllowed,
     PreflightAnswered,
     TokenCacheHits,
@@ -38,10 +44,14 @@ pub enum Metric {
 }
 
 /// Counters without a payload, in slot order after the reasons.
-const PLAIN: [Metric; 15] = [
+const PLAIN: [Metric; 19] = [
     Metric::RequestsAllowed,
     Metric::MetadataServed,
     Metric::MetadataNotFound,
+    Metric::AsMetadataServed,
+    Metric::AsMetadataUnavailable,
+    Metric::AsMetadataFetchesOk,
+    Metric::AsMetadataFetchesFailed,
     Metric::MethodNotAllowed,
     Metric::PreflightAnswered,
     Metric::TokenCacheHits,
@@ -62,6 +72,8 @@ impl Metric {
         match outcome {
             Outcome::MetadataServed => Metric::MetadataServed,
             Outcome::MetadataNotFound => Metric::MetadataNotFound,
+            Outcome::AsMetadataServed => Metric::AsMetadataServed,
+            Outcome::AsMetadataUnavailable => Metric::AsMetadataUnavailable,
             Outcome::MethodNotAllowed => Metric::MethodNotAllowed,
             Outcome::Preflight => Metric::PreflightAnswered,
             Outcome::Denied(reason) => Metric::RequestsDenied(reason),
@@ -75,6 +87,10 @@ impl Metric {
             Metric::RequestsDenied(reason) => format!("requests_denied_{}", reason.code()),
             Metric::MetadataServed => "metadata_served".into(),
             Metric::MetadataNotFound => "metadata_not_found".into(),
+            Metric::AsMetadataServed => "as_metadata_served".into(),
+            Metric::AsMetadataUnavailable => "as_metadata_unavailable".into(),
+            Metric::AsMetadataFetchesOk => "as_metadata_fetches_ok".into(),
+            Metric::AsMetadataFetchesFailed => "as_metadata_fetches_failed".into(),
             Metric::MethodNotAllowed => "method_not_allowed".into(),
             Metric::PreflightAnswered => "preflight_answered".into(),
             Metric::TokenCacheHits => "token_cache_hits".into(),

@@ -128,6 +128,10 @@ impl Reason {
 pub enum Outcome {
     MetadataServed,
     MetadataNotFound,
+    /// An authorization server's metadata answered at a resource's origin.
+    AsMetadataServed,
+    /// The same, before its first successful fetch (503).
+    AsMetadataUnavailable,
     MethodNotAllowed,
     Preflight,
     Denied(Reason),
@@ -139,6 +143,8 @@ impl Outcome {
         match self {
             Outcome::MetadataServed => "metadata_served",
             Outcome::MetadataNotFound => "metadata_not_found",
+            Outcome::AsMetadataServed => "as_metadata_served",
+            Outcome::AsMetadataUnavailable => "as_metadata_unavailable",
             Outcome::MethodNotAllowed => "method_not_allowed",
             Outcome::Preflight => "preflight_answered",
             Outcome::Denied(reason) => reason.code(),

@@ -255,7 +255,7 @@ impl FetchState {
     }
 
     /// The discovery document this record asks for next.
-    fn discovery_target(&self, issuer: &str) -> Target {
+    pub fn discovery_target(&self, issuer: &str) -> Target {
         let appended = || {
             let trimmed = issuer.trim_end_matches('/');
             Target::OpenIdConfiguration(format!("{trimmed}/.well-known/openid-configuration"))
@@ -372,6 +372,11 @@ pub struct Want {
 impl Want {
     pub const KEYS: Want = Want {
         keys: true,
+        endpoint: false,
+    };
+    /// Only the document itself (an issuer's metadata served at a resource's origin).
+    pub const DOCUMENT: Want = Want {
+        keys: false,
         endpoint: false,
     };
 }

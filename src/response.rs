@@ -71,6 +71,47 @@ pub fn metadata<'c>(
     }
 }
 
+/// The first authorization server's RFC 8414 metadata, answered at a resource's origin for
+/// clients of MCP 2025-03-26: `document` is its bytes as fetched and their remaining
+/// lifetime, `None` before the first successful fetch (503). CORS as for the resource's own
+/// metadata.
+pub fn as_metadata<'c>(
+    document: Option<(String, u64)>,
+    method: &str,
+    origin: Option<&str>,
+) -> Response<'c> {
+    let mut headers: Vec<(&'static str, Cow<'c, str>)> =
+        vec![("content-type", "application/json".into())];
+    let (status, body, outcome): (u16, Cow<'c, str>, Outcome) = match (method, document) {
+        ("GET" | "HEAD", Some((body, max_age))) => {
+            headers.push(("cache-control", format!("public, max-age={max_age}").into()));
+            (200, body.into(), Outcome::AsMetadataServed)
+        }
+        ("GET" | "HEAD", None) => {
+            headers.push(("retry-after", "5".into()));
+            headers.push(("cache-control", "no-store".into()));
+            let body = error_body(
+                "temporarily_unavailable",
+                "authorization server metadata not fetched yet",
+            );
+            (503, body.into(), Outcome::AsMetadataUnavailable)
+        }
+        _ => {
+            headers.push(("allow", "GET, HEAD, OPTIONS".into()));
+            let body = error_body("method_not_allowed", "metadata supports GET and HEAD");
+            (405, body.into(), Outcome::MethodNotAllowed)
+        }
+    };
+    headers.push(("access-control-allow-origin", "*".into()));
+    Response {
+        status,
+        headers: with_cors(headers, origin),
+        body,
+        outcome,
+        denied_tools: Vec::new(),
+    }
+}
+
 /// A CORS preflight on one of our paths: 204, never a challenge (Fetch §4.8: a preflight
 /// carries no credentials).
 pub fn preflight<'c>() -> Response<'c> {

@@ -12,7 +12,7 @@
 //! A path that is not plainly normalized is matched under every reading an upstream might
 //! make of it (`paths`): protected if any reading is, refused when readings disagree.
 
-use crate::config::{Config, ProtectedResource};
+use crate::config::{Config, OriginDocument, ProtectedResource};
 use crate::metadata;
 use crate::paths::{self, Normalized};
 
@@ -145,6 +145,36 @@ pub fn metadata_document<'c>(
         return Some(Some(only));
     }
     Some(by_authority(config.resources.iter(), authority))
+}
+
+/// RFC 8414 §3 and OpenID Connect Discovery §4 at an origin's root: where a client of MCP
+/// 2025-03-26 looks for the authorization server of an MCP server.
+pub const AS_METADATA_PATHS: [&str; 2] = [
+    "/.well-known/oauth-authorization-server",
+    "/.well-known/openid-configuration",
+];
+
+/// The origin document a request for `path` (no query) at `authority` asks for: on the two
+/// root paths, the one origin that answers them, when that is unambiguous (the only resource
+/// configured set the flag, or the request's authority names a flagged origin), as for the
+/// root Protected Resource Metadata (RFC 9728 §3.1).
+pub fn origin_document<'c>(
+    config: &'c Config,
+    path: &str,
+    authority: &str,
+) -> Option<&'c OriginDocument> {
+    if config.origin_documents.is_empty() || !AS_METADATA_PATHS.contains(&path) {
+        return None;
+    }
+    if config.resources.len() == 1 {
+        return config.origin_documents.first();
+    }
+    config.origin_documents.iter().find(|d| {
+        config
+            .resources
+            .get(d.resource)
+            .is_some_and(|r| r.url.matches_authority(authority))
+    })
 }
 
 /// The one candidate whose URL names `authority`, if exactly one does.
@@ -331,5 +361,30 @@ mod tests {
             metadata_document(&single, root, "anything"),
             Some(Some(_))
         ));
+    }
+
+    #[test]
+    fn answers_the_origin_paths_only_for_an_origin_that_asked_to() {
+        let mut v = base_json();
+        v["issuers"][0]["cluster"] = json!("auth");
+        v["resources"][0]["origin_authorization_server_metadata"] = json!(true);
+        let c = compile(&v).unwrap();
+        for path in AS_METADATA_PATHS {
+            assert!(origin_document(&c, path, "mcp.example.com").is_some());
+            assert!(origin_document(&c, path, "MCP.example.com:443").is_some());
+            // The other resource's host did not set the flag: its upstream answers.
+            assert!(origin_document(&c, path, "other.example.com").is_none());
+        }
+        assert!(origin_document(
+            &c,
+            "/.well-known/oauth-authorization-server/x",
+            "mcp.example.com"
+        )
+        .is_none());
+        assert!(origin_document(&c, "/mcp", "mcp.example.com").is_none());
+        // One resource only: whatever the authority, as for the root metadata.
+        v["resources"].as_array_mut().unwrap().truncate(1);
+        let single = compile(&v).unwrap();
+        assert!(origin_document(&single, AS_METADATA_PATHS[0], "mcp.internal:8080").is_some());
     }
 }

@@ -938,7 +938,11 @@ pub(crate) mod tests {
             Rc::ptr_eq(&first.0, &again.0),
             "second check is a cache hit"
         );
-        assert_eq!(cache.take_counts(), (1, 1));
+        let counts = cache.take_counts();
+        assert_eq!(
+            (counts.hits, counts.misses, counts.introspected_hits),
+            (1, 1, 0)
+        );
         // Same token, other resource: the audience is checked on the hit.
         assert_eq!(
             verify(&t, &c.resources[1], &c, &ring, Some(&cache), NOW + 1),

@@ -57,8 +57,8 @@ pub(super) fn compile_issuer(
     };
     let keys = match (&raw.jwks, &raw.jwks_uri, &raw.cluster) {
         (Some(_), Some(_), _) => return Err(both()),
-        // With introspection, `cluster` is for the endpoint: inline keys may come with it.
-        (Some(_), None, Some(_)) if !introspected => return Err(both()),
+        // With introspection or the origin's metadata document, `cluster` is for those calls:
+        // inline keys may come with it (`Config::compile` checks one of them uses it).
         (Some(jwks), None, _) => {
             no_tunables(path, &raw)?;
             KeySource::Inline(compile_inline_jwks(path, jwks, algorithms, warnings)?)
@@ -111,11 +111,17 @@ pub(super) fn compile_issuer(
         HttpUrl::parse(&raw.issuer)
             .map_err(|e| err(format!("{path}.issuer"), ConfigErrorKind::Url(e)))?;
     }
+    if let Some(cluster) = &raw.cluster {
+        if !is_plain_text(cluster) {
+            return Err(err(format!("{path}.cluster"), ConfigErrorKind::InvalidText));
+        }
+    }
     Ok(Issuer {
         issuer: raw.issuer,
         algorithms,
         keys,
         introspection,
+        cluster: raw.cluster,
     })
 }
 

@@ -76,6 +76,8 @@ pub enum ConfigErrorKind {
     UnsupportedAuthMethod(String),
     /// The environment variable holding a secret is not set in the wasm VM.
     MissingEnv(String),
+    /// `origin_authorization_server_metadata` cannot be served as configured.
+    OriginDocument(String),
 }
 
 impl ConfigErrorKind {
@@ -104,6 +106,7 @@ impl ConfigErrorKind {
             ConfigErrorKind::InvalidEnvName(_) => "invalid_env_name",
             ConfigErrorKind::UnsupportedAuthMethod(_) => "unsupported_auth_method",
             ConfigErrorKind::MissingEnv(_) => "missing_env",
+            ConfigErrorKind::OriginDocument(_) => "origin_document",
         }
     }
 }
@@ -164,6 +167,7 @@ impl fmt::Display for ConfigError {
                 f,
                 "environment variable {name} is not set (or empty) in the wasm VM: Envoy vm_config.environment_variables, Istio WasmPlugin vmConfig.env"
             ),
+            ConfigErrorKind::OriginDocument(why) => f.write_str(why),
             ConfigErrorKind::PathCase(other) => write!(
                 f,
                 "path differs only in case from {other}'s (upstreams that route case-insensitively would send both to one handler)"
@@ -204,6 +208,21 @@ pub struct Issuer {
     /// RFC 7662 introspection of the issuer's opaque tokens (and of its JWTs when it has no
     /// keys).
     pub introspection: Option<Introspection>,
+    /// The Envoy cluster the filter's calls to this issuer go through (keys, discovery,
+    /// introspection, the metadata document served at a resource's origin).
+    pub cluster: Option<String>,
+}
+
+/// An origin (scheme, host, port of a resource) that answers its first authorization server's
+/// RFC 8414 metadata at `/.well-known/oauth-authorization-server` and
+/// `/.well-known/openid-configuration`, for clients of MCP 2025-03-26.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OriginDocument {
+    /// `scheme://host:port`, host lower case, port explicit.
+    pub origin: String,
+    /// A resource of that origin that set the flag (its URL matches request authorities).
+    pub resource: usize,
+    pub issuer: IssuerId,
 }
 
 /// Index of an issuer in `Config::issuers`.
@@ -228,6 +247,8 @@ pub struct ProtectedResource {
     /// `resource` first, then the extra `audiences`.
     pub audiences: Vec<String>,
     pub required_scopes: Vec<String>,
+    /// Its origin answers the first authorization server's metadata (`origin_documents`).
+    pub origin_authorization_server_metadata: bool,
     /// Tool name → scopes a `tools/call` of it needs on top of `required_scopes` (README, MCP-aware authorization).
     pub tool_scopes: HashMap<String, Vec<String>>,
     /// JSON-RPC method → scopes it needs on top of `required_scopes`.
@@ -247,6 +268,8 @@ impl ProtectedResource {
 pub struct Config {
     pub resources: Vec<ProtectedResource>,
     pub issuers: Vec<Issuer>,
+    /// Origins that answer an authorization server's metadata, one per origin.
+    pub origin_documents: Vec<OriginDocument>,
     pub clock_skew: u64,
     pub max_token_bytes: usize,
     pub forward_authorization: bool,
@@ -363,10 +386,13 @@ impl Config {
                 ));
             }
         }
+        let origin_documents = compile_origin_documents(&resources, &issuers)?;
+        check_clusters_used(&issuers, &origin_documents)?;
         let claim_headers = compile_claim_headers(raw.claims_to_headers)?;
         Ok(Config {
             resources,
             issuers,
+            origin_documents,
             clock_skew: raw.clock_skew_seconds,
             max_token_bytes: raw.max_token_bytes,
             forward_authorization: raw.forward_authorization,
@@ -379,6 +405,86 @@ impl Config {
             warnings,
         })
     }
+}
+
+/// The origins that answer their first authorization server's metadata: one document per
+/// origin, from an issuer the filter can fetch it from.
+fn compile_origin_documents(
+    resources: &[ProtectedResource],
+    issuers: &[Issuer],
+) -> Result<Vec<OriginDocument>, ConfigError> {
+    let mut out: Vec<OriginDocument> = Vec::new();
+    for (i, resource) in resources.iter().enumerate() {
+        if !resource.origin_authorization_server_metadata {
+            continue;
+        }
+        let at = format!("resources[{i}].origin_authorization_server_metadata");
+        let Some(&issuer) = resource.issuers.first() else {
+            continue;
+        };
+        let name = issuers.get(issuer).map_or("", |s| s.issuer.as_str());
+        if issuers
+            .get(issuer)
+            .and_then(|s| s.cluster.as_ref())
+            .is_none()
+        {
+            return Err(err(
+                at,
+                ConfigErrorKind::OriginDocument(format!(
+                    "the first authorization server {name:?} has no cluster to fetch its metadata through (give issuers[{issuer}].cluster)"
+                )),
+            ));
+        }
+        if HttpUrl::parse(name).is_err() {
+            return Err(err(
+                at,
+                ConfigErrorKind::OriginDocument(format!(
+                    "the first authorization server {name:?} is not an http(s) URL its metadata could be discovered at"
+                )),
+            ));
+        }
+        let url = &resource.url;
+        let origin = format!("{}://{}:{}", url.scheme, url.host, url.port);
+        match out.iter().find(|d| d.origin == origin) {
+            Some(other) if other.issuer != issuer => {
+                return Err(err(
+                    at,
+                    ConfigErrorKind::OriginDocument(format!(
+                        "resources[{}] of the same origin {origin} names another first authorization server: an origin has one metadata document",
+                        other.resource
+                    )),
+                ))
+            }
+            Some(_) => {}
+            None => out.push(OriginDocument {
+                origin,
+                resource: i,
+                issuer,
+            }),
+        }
+    }
+    Ok(out)
+}
+
+/// A cluster beside inline keys must be used by something: introspection or an origin's
+/// metadata document (else it reads as a key source, and one is enough).
+fn check_clusters_used(
+    issuers: &[Issuer],
+    documents: &[OriginDocument],
+) -> Result<(), ConfigError> {
+    for (id, issuer) in issuers.iter().enumerate() {
+        let unused = matches!(issuer.keys, KeySource::Inline(_))
+            && issuer.cluster.is_some()
+            && issuer.introspection.is_none()
+            && !documents.iter().any(|d| d.issuer == id);
+        if unused {
+            return Err(err(
+                format!("issuers[{id}].jwks"),
+                ConfigErrorKind::KeySource("give either inline jwks or jwks_uri/cluster, not both"),
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// `value`, or an error naming `path` when it is outside `[min, max]`.
@@ -536,6 +642,7 @@ fn compile_resource(
         required_scopes: raw.required_scopes,
         tool_scopes,
         method_scopes,
+        origin_authorization_server_metadata: raw.origin_authorization_server_metadata,
         challenge,
         resource: raw.resource,
         url,

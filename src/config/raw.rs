@@ -99,6 +99,10 @@ pub struct RawResource {
     /// JSON-RPC method → scopes it needs. Default `{}`.
     #[serde(default)]
     pub method_scopes: BTreeMap<String, Vec<String>>,
+    /// Answer the first authorization server's RFC 8414 metadata at this resource's origin,
+    /// for MCP 2025-03-26 clients. Default `false`.
+    #[serde(default)]
+    pub origin_authorization_server_metadata: bool,
 }
 
 /// One trusted issuer as written.

@@ -600,3 +600,41 @@ fn never_shows_an_inline_secret() {
         "inline client_secret (for development)"
     );
 }
+
+#[test]
+fn origin_metadata_needs_a_cluster_and_one_document_per_origin() {
+    let flag = "/resources/0/origin_authorization_server_metadata";
+    assert!(base().origin_documents.is_empty(), "off by default");
+    // The first authorization server has inline keys and no cluster: nothing to fetch with.
+    let e = compile(&with(base_json(), flag, json!(true))).unwrap_err();
+    assert_eq!(
+        (e.path.as_str(), e.kind.code()),
+        (
+            "resources[0].origin_authorization_server_metadata",
+            "origin_document"
+        )
+    );
+    assert!(e.to_string().contains("no cluster"), "{e}");
+    // Inline keys with a cluster for the document: accepted, and only then.
+    let inline = with(base_json(), "/issuers/0/cluster", json!("auth"));
+    assert_eq!(
+        error_of(inline.clone()),
+        ("issuers[0].jwks".to_string(), "key_source")
+    );
+    let c = compile(&with(inline, flag, json!(true))).unwrap();
+    assert_eq!(c.origin_documents.len(), 1);
+    assert_eq!(c.origin_documents[0].origin, "https://mcp.example.com:443");
+    assert_eq!(c.origin_documents[0].issuer, 0);
+    // Two resources of one origin, two first authorization servers: which document?
+    let mut two = with(remote_json(), flag, json!(true));
+    two["issuers"][1]["cluster"] = json!("second");
+    two["issuers"][1].as_object_mut().unwrap().remove("jwks");
+    two["resources"][1]["resource"] = json!("https://MCP.example.com:443/tools");
+    two["resources"][1]["authorization_servers"] = json!(["https://second.example.com/tenant"]);
+    two["resources"][1]["origin_authorization_server_metadata"] = json!(true);
+    let e = compile(&two).unwrap_err();
+    assert_eq!(e.path, "resources[1].origin_authorization_server_metadata");
+    assert!(e.to_string().contains("resources[0]"), "{e}");
+    two["resources"][1]["authorization_servers"] = json!(["https://auth.example.com"]);
+    assert_eq!(compile(&two).unwrap().origin_documents.len(), 1);
+}

@@ -212,41 +212,22 @@ impl KeyFetcher {
     }
 
     fn dispatch<H: Host>(&mut self, at: &mut KeysAt<'_, H>, remote: &RemoteIssuer, target: Target) {
-        let Ok(url) = HttpUrl::parse(target.url()) else {
-            fail(
-                at,
-                remote,
-                FetchError::Discovery("key URL is not an http(s) URL"),
-            );
-            return;
-        };
-        let mut path = if url.path.is_empty() {
-            "/".to_string()
-        } else {
-            url.path.clone()
-        };
-        if let Some(q) = &url.query {
-            path = format!("{path}?{q}");
-        }
-        let headers = [
-            (":method", "GET"),
-            (":path", path.as_str()),
-            (":authority", url.authority.as_str()),
-            (":scheme", url.scheme.as_str()),
-            ("accept", "application/json"),
-            ("user-agent", "mcp-oauth-filter"),
-        ];
-        match at.host.http_call(
+        match get(
+            at.host,
             &remote.cluster,
-            &headers,
-            None,
+            target.url(),
             remote.policy.fetch_timeout_ms,
         ) {
             Ok(token) => {
                 let now_ms = at.host.now_ms();
                 self.in_flight.insert(token, (remote.id, target, now_ms));
             }
-            Err(status) => {
+            Err(Refused::BadUrl) => fail(
+                at,
+                remote,
+                FetchError::Discovery("key URL is not an http(s) URL"),
+            ),
+            Err(Refused::Host(status)) => {
                 log::warn!(
                     "mcp-oauth-filter: cannot fetch keys of {:?} through cluster {:?}: status {status} (is the cluster defined?)",
                     remote.issuer,
@@ -313,9 +294,79 @@ impl KeyFetcher {
     }
 }
 
-fn read_state<H: Host>(host: &H, remote: &RemoteIssuer) -> (Option<FetchState>, Option<u32>) {
-    let (bytes, cas) = host.get_shared(&remote.state_key);
+/// Why a GET could not be sent.
+pub(super) enum Refused {
+    BadUrl,
+    /// The host refused the call (an unknown cluster).
+    Host(u32),
+}
+
+/// Sends `GET url` through `cluster`: the call's token.
+pub(super) fn get<H: Host>(
+    host: &H,
+    cluster: &str,
+    url: &str,
+    timeout_ms: u64,
+) -> Result<u32, Refused> {
+    let url = HttpUrl::parse(url).map_err(|_| Refused::BadUrl)?;
+    let mut path = if url.path.is_empty() {
+        "/".to_string()
+    } else {
+        url.path.clone()
+    };
+    if let Some(q) = &url.query {
+        path = format!("{path}?{q}");
+    }
+    let headers = [
+        (":method", "GET"),
+        (":path", path.as_str()),
+        (":authority", url.authority.as_str()),
+        (":scheme", url.scheme.as_str()),
+        ("accept", "application/json"),
+        ("user-agent", "mcp-oauth-filter"),
+    ];
+    host.http_call(cluster, &headers, None, timeout_ms)
+        .map_err(Refused::Host)
+}
+
+/// The shared fetch record under `key`, and its compare-and-swap token.
+pub(super) fn read_record<H: Host>(host: &H, key: &str) -> (Option<FetchState>, Option<u32>) {
+    let (bytes, cas) = host.get_shared(key);
     (bytes.and_then(|b| serde_json::from_slice(&b).ok()), cas)
+}
+
+/// Writes the record under `key` (compare-and-swap with `cas`); whether it was written.
+pub(super) fn write_record<H: Host>(
+    host: &H,
+    key: &str,
+    state: &FetchState,
+    cas: Option<u32>,
+) -> bool {
+    let Ok(bytes) = serde_json::to_vec(state) else {
+        return false;
+    };
+    host.set_shared(key, &bytes, cas)
+}
+
+/// Read-modify-write of the record under `key`, retried on a compare-and-swap conflict.
+pub(super) fn update_record<H: Host>(
+    host: &H,
+    key: &str,
+    change: impl Fn(&mut FetchState, u64),
+) -> Option<FetchState> {
+    for _ in 0..8 {
+        let (state, cas) = read_record(host, key);
+        let mut state = state.unwrap_or_default();
+        change(&mut state, host.now_ms() / 1000);
+        if write_record(host, key, &state, cas) {
+            return Some(state);
+        }
+    }
+    None
+}
+
+fn read_state<H: Host>(host: &H, remote: &RemoteIssuer) -> (Option<FetchState>, Option<u32>) {
+    read_record(host, &remote.state_key)
 }
 
 fn write_state<H: Host>(
@@ -324,10 +375,7 @@ fn write_state<H: Host>(
     state: &FetchState,
     cas: Option<u32>,
 ) -> bool {
-    let Ok(bytes) = serde_json::to_vec(state) else {
-        return false;
-    };
-    host.set_shared(&remote.state_key, &bytes, cas)
+    write_record(host, &remote.state_key, state, cas)
 }
 
 /// Brings this worker's copy of an issuer's keys up to the shared version; whether the
@@ -434,19 +482,10 @@ fn fail<H: Host>(at: &mut KeysAt<'_, H>, remote: &RemoteIssuer, error: FetchErro
     at.counters.add(Metric::KeyFetchesFailed, 1);
 }
 
-/// Read-modify-write of the shared record, retried on a compare-and-swap conflict.
 fn update_state<H: Host>(
     host: &H,
     remote: &RemoteIssuer,
     change: impl Fn(&mut FetchState, u64),
 ) -> Option<FetchState> {
-    for _ in 0..8 {
-        let (state, cas) = read_state(host, remote);
-        let mut state = state.unwrap_or_default();
-        change(&mut state, host.now_ms() / 1000);
-        if write_state(host, remote, &state, cas) {
-            return Some(state);
-        }
-    }
-    None
+    update_record(host, &remote.state_key, change)
 }

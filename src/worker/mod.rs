@@ -9,6 +9,7 @@
 //! fetches run on the tick and on HTTP call answers (`keyfetch`). Counters are counted in
 //! memory and handed to the host on the tick (`metrics`).
 
+mod docfetch;
 pub mod host;
 mod introspector;
 mod keyfetch;
@@ -32,6 +33,7 @@ use crate::keys::KeySet;
 use crate::metrics::{Counters, Metric};
 use crate::reason::Reason;
 use crate::verify::KeyStore;
+use docfetch::DocFetcher;
 use introspector::Introspector;
 use keyfetch::{KeyFetcher, KeysAt};
 use pending::PendingRequests;
@@ -54,6 +56,8 @@ struct State<H: Host> {
     keys: KeyRing,
     cache: TokenCache,
     fetcher: KeyFetcher,
+    /// Authorization server metadata served at resource origins.
+    documents: DocFetcher,
     introspector: Introspector,
     pending: PendingRequests,
     counters: Counters,
@@ -84,6 +88,7 @@ impl<H: Host> Worker<H> {
                 keys: KeyRing::new(&config),
                 cache: TokenCache::new(config.token_cache_size),
                 fetcher: KeyFetcher::new(&config),
+                documents: DocFetcher::new(&config),
                 introspector,
                 pending: PendingRequests::default(),
                 counters: Counters::new(&config),
@@ -101,6 +106,7 @@ impl<H: Host> Worker<H> {
             cache: &s.cache,
             counters: &mut s.counters,
         });
+        s.documents.start(&s.host);
         Ok(worker)
     }
 
@@ -117,6 +123,14 @@ impl<H: Host> Worker<H> {
         }
         if !self.state.fetcher.is_empty() {
             zero.extend([Metric::KeyFetchesOk, Metric::KeyFetchesFailed]);
+        }
+        if !self.state.documents.is_empty() {
+            zero.extend([
+                Metric::AsMetadataServed,
+                Metric::AsMetadataUnavailable,
+                Metric::AsMetadataFetchesOk,
+                Metric::AsMetadataFetchesFailed,
+            ]);
         }
         if !self.state.introspector.is_empty() {
             zero.extend([
@@ -160,6 +174,9 @@ impl<H: Host> Worker<H> {
             },
             now,
         );
+        state
+            .documents
+            .on_tick(&state.host, &mut state.counters, now);
         state.wake_key_waits(config);
         state.expire_body_waits(config);
         state.flush_counters();
@@ -188,6 +205,12 @@ impl<H: Host> Worker<H> {
         match changed {
             Some(true) => state.wake_key_waits(config),
             Some(false) => {}
+            None if state.documents.on_response(
+                &state.host,
+                &mut state.counters,
+                token,
+                response,
+            ) => {}
             None => state.on_introspection_answer(config, token, response),
         }
     }
@@ -268,9 +291,13 @@ impl<H: Host> State<H> {
 
     /// Counts the verified-token cache's hits and misses of a decision that stands.
     fn count_cache(&mut self) {
-        let (hits, misses) = self.cache.take_counts();
-        self.counters.add(Metric::TokenCacheHits, hits);
-        self.counters.add(Metric::TokenCacheMisses, misses);
+        let counts = self.cache.take_counts();
+        self.counters.add(Metric::TokenCacheHits, counts.hits);
+        self.counters.add(Metric::TokenCacheMisses, counts.misses);
+        // An opaque token this worker already accepted: its introspection answer came from
+        // the worker's memory rather than the shared cache, a cache hit all the same.
+        self.counters
+            .add(Metric::IntrospectionCacheHits, counts.introspected_hits);
     }
 
     fn sync_all_keys(&mut self) -> bool {

@@ -142,7 +142,9 @@ impl<H: Host> State<H> {
                 Flow::Pause
             }
             // `settle` turned these into a hold or a decision.
-            Decision::WaitForKeys { .. } | Decision::Introspect { .. } => {
+            Decision::WaitForKeys { .. }
+            | Decision::Introspect { .. }
+            | Decision::OriginMetadata { .. } => {
                 self.respond(context, &head, response::keys_unavailable(head.origin()));
                 Flow::Pause
             }
@@ -176,6 +178,16 @@ impl<H: Host> State<H> {
             }
             Decision::Introspect { resource, issuers } => {
                 self.introspect(config, head, resource, &issuers, now, fresh)
+            }
+            Decision::OriginMetadata { issuer } => {
+                let now = self.host.now_ms() / 1000;
+                let served = self.documents.served(&self.host, issuer, now);
+                let req = head.request();
+                Step::Decided(Decision::Respond(response::as_metadata(
+                    served.map(|s| (s.body, s.max_age)),
+                    req.method,
+                    req.origin,
+                )))
             }
             other => Step::Decided(other),
         }
@@ -561,7 +573,9 @@ impl<H: Host> State<H> {
                 self.edit_headers(config, context, &wait.head, &edits);
                 self.read_held_body(config, context, wait, check);
             }
-            Decision::WaitForKeys { .. } | Decision::Introspect { .. } => {
+            Decision::WaitForKeys { .. }
+            | Decision::Introspect { .. }
+            | Decision::OriginMetadata { .. } => {
                 let r = response::keys_unavailable(wait.head.origin());
                 self.respond(context, &wait.head, r);
             }

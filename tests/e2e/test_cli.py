@@ -236,3 +236,39 @@ def test_explain_says_an_opaque_token_would_be_introspected_and_where(cli, tmp_p
     assert result.returncode == 1
     assert "opaque token: would be introspected at https://auth.example.com/introspect" in result.stdout, result.stdout
     assert "2YotnFZFEjr1zCsicMWpAA" not in result.stdout, "the token is never echoed"
+
+
+def legacy_config() -> dict:
+    cfg = config(issuers=[{"issuer": ISSUER, "cluster": "auth_server"}])
+    cfg["resources"][0]["origin_authorization_server_metadata"] = True
+    return cfg
+
+
+def test_check_prints_the_origin_paths_answered_for_clients_of_mcp_2025_03_26(cli, tmp_path):
+    result = cli("check", write(tmp_path, "c.json", legacy_config()))
+    assert result.returncode == 0, result.stderr
+    out = result.stdout
+    assert "authorization server metadata at resource origins (clients of MCP 2025-03-26):" in out, out
+    assert "https://mcp.example.com/.well-known/oauth-authorization-server\n" in out, out
+    assert "https://mcp.example.com/.well-known/openid-configuration\n" in out, out
+    assert f'the metadata of "{ISSUER}", fetched through Envoy cluster "auth_server"' in out, out
+    plain = cli("check", write(tmp_path, "p.json", config()))
+    assert "resource origins" not in plain.stdout
+
+
+def test_check_says_why_an_origin_cannot_serve_the_metadata(cli, tmp_path):
+    cfg = config()
+    cfg["resources"][0]["origin_authorization_server_metadata"] = True
+    result = cli("check", write(tmp_path, "c.json", cfg))
+    assert result.returncode == 1
+    assert "resources[0].origin_authorization_server_metadata" in result.stderr, result.stderr
+    assert "no cluster to fetch its metadata through" in result.stderr, result.stderr
+
+
+def test_explain_says_the_origin_answers_the_authorization_server_metadata(cli, tmp_path):
+    path = write(tmp_path, "c.json", legacy_config())
+    result = cli("explain", "--config", path, "--path", "/.well-known/oauth-authorization-server",
+                 "--method", "GET", "--token", "x")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "the origin answers its authorization server's metadata here" in result.stdout, result.stdout
+    assert f'RFC 8414 metadata of "{ISSUER}" as fetched' in result.stdout, result.stdout
