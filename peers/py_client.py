@@ -17,6 +17,10 @@ in FILE across runs, so a later run starts with a token the SDK cannot know has 
 sends it; the server's 401 `invalid_token` then drives the re-authorization (the "expired
 token" test).
 
+`--list-tools`: the session first lists the tools (the SDK's `list_tools`, every page) and the
+output gains "tools": [each tool as the SDK parsed it, `model_dump(by_alias=True,
+exclude_none=True)`]; without `--call` no tool is called then.
+
 Prints one JSON line: {"ok", "sdk", "results": [{"tool", "text", "is_error"}], "tokens": N,
 "trace": [every HTTP exchange the SDK made: method, url, status, www-authenticate, json body]}.
 Exit 0 only if every call succeeded.
@@ -225,6 +229,19 @@ async def run(args) -> dict:
                 pass
         trace.append(entry)
 
+    if streamable_http_client is None:
+        # Releases before 1.10 make their OAuth requests with httpx clients of their own: every
+        # client they create gets the hook, so the trace shows those requests too.
+        original_init = httpx.AsyncClient.__init__
+
+        def traced_init(self, *a, **kw):
+            hooks = dict(kw.pop("event_hooks", None) or {})
+            hooks["response"] = [*hooks.get("response", []), on_response]
+            kw.setdefault("trust_env", False)
+            original_init(self, *a, event_hooks=hooks, **kw)
+
+        httpx.AsyncClient.__init__ = traced_init
+
     results = []
     http_client = httpx.AsyncClient(auth=provider, timeout=30, trust_env=False,
                                     event_hooks={"response": [on_response]})
@@ -238,14 +255,26 @@ async def run(args) -> dict:
             streams = await stack.enter_async_context(streamablehttp_client(args.url, auth=provider))
         session = await stack.enter_async_context(ClientSession(streams[0], streams[1]))
         await session.initialize()
-        for index, (name, arguments) in enumerate(args.call or [("add", '{"a": 2, "b": 3}')]):
+        if args.list_tools:
+            listed, cursor = [], None
+            for _ in range(100):
+                page = await (session.list_tools(cursor=cursor) if cursor else session.list_tools())
+                listed += [tool.model_dump(mode="json", by_alias=True, exclude_none=True) for tool in page.tools]
+                cursor = getattr(page, "next_cursor", None) or getattr(page, "nextCursor", None)
+                if not cursor:
+                    break
+        default_calls = [] if args.list_tools else [("add", '{"a": 2, "b": 3}')]
+        for index, (name, arguments) in enumerate(args.call or default_calls):
             if index and args.pause:
                 await asyncio.sleep(args.pause)
             result = await session.call_tool(name, json.loads(arguments))
             results.append({"tool": name, "text": tool_text(result), "is_error": bool(getattr(result, "is_error", getattr(result, "isError", False)))})
-    ok = bool(results) and not any(r["is_error"] for r in results)
-    return {"ok": ok, "sdk": f"python mcp {MCP_VERSION}", "results": results, "tokens": storage.issued,
-            "trace": trace}
+    ok = (bool(results) or args.list_tools) and not any(r["is_error"] for r in results)
+    outcome = {"ok": ok, "sdk": f"python mcp {MCP_VERSION}", "results": results, "tokens": storage.issued,
+               "trace": trace}
+    if args.list_tools:
+        outcome["tools"] = listed
+    return outcome
 
 
 def main(argv: list[str]) -> int:
@@ -262,6 +291,7 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--forget-expiry", action="store_true",
                         help="store tokens without expires_in (a later run cannot know they expired)")
     parser.add_argument("--token-store", help="keep tokens and the registration in this JSON file across runs")
+    parser.add_argument("--list-tools", action="store_true", help="list the tools (every page) before any call")
     args = parser.parse_args(argv)
     started = time.monotonic()
     try:

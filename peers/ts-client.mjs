@@ -11,23 +11,21 @@
 //   redirects (keeping cookies) to the redirect URI and keeps `code`; connect() then fails with
 //   UnauthorizedError as the SDK documents, we call transport.finishAuth(code) and connect again.
 // --flow cc: the SDK's ClientCredentialsProvider (client/auth-extensions.js).
+// --sdk DIR: the SDK installed in peers/DIR/node_modules instead of peers/node_modules (the
+//   legacy client of MCP 2025-03-26 in peers/legacy-ts, which discovers the authorization
+//   server at the MCP server's origin).
+//
+// --list-tools: first client.listTools() (every page); the output gains "tools": [each tool as
+//   the SDK returned it]; without --call no tool is called then.
 //
 // Prints one JSON line: {"ok", "sdk", "results": [{tool, text, is_error}], "tokens", "trace"}.
 
 import { readFileSync } from 'node:fs';
 import { parseArgs } from 'node:util';
 
-import { Client } from '@modelcontextprotocol/sdk/client/index.js';
-import { StreamableHTTPClientTransport } from '@modelcontextprotocol/sdk/client/streamableHttp.js';
-import { UnauthorizedError } from '@modelcontextprotocol/sdk/client/auth.js';
-import { ClientCredentialsProvider } from '@modelcontextprotocol/sdk/client/auth-extensions.js';
-
-const SDK_VERSION = JSON.parse(
-  readFileSync(new URL('./node_modules/@modelcontextprotocol/sdk/package.json', import.meta.url)),
-).version;
-
 const { values: opts } = parseArgs({
   options: {
+    sdk: { type: 'string' },
     url: { type: 'string' },
     flow: { type: 'string', default: 'code' },
     scope: { type: 'string', default: 'mcp:read mcp:write' },
@@ -36,10 +34,18 @@ const { values: opts } = parseArgs({
     issuer: { type: 'string' },
     'redirect-port': { type: 'string', default: '53683' },
     call: { type: 'string', multiple: true },
+    'list-tools': { type: 'boolean', default: false },
   },
   allowPositionals: true,
   strict: false,
 });
+
+// The SDK's own files, from the chosen installation (its dependencies resolve beside it).
+const SDK = new URL(`./${opts.sdk ? `${opts.sdk}/` : ''}node_modules/@modelcontextprotocol/sdk/`, import.meta.url);
+const SDK_VERSION = JSON.parse(readFileSync(new URL('package.json', SDK))).version;
+const { Client } = await import(new URL('dist/esm/client/index.js', SDK));
+const { StreamableHTTPClientTransport } = await import(new URL('dist/esm/client/streamableHttp.js', SDK));
+const { UnauthorizedError } = await import(new URL('dist/esm/client/auth.js', SDK));
 
 // --call TOOL JSON takes two values; parseArgs gives us the first, the rest are positionals.
 function calls() {
@@ -51,7 +57,8 @@ function calls() {
       i += 2;
     }
   }
-  return out.length ? out : [['add', { a: 2, b: 3 }]];
+  if (out.length) return out;
+  return opts['list-tools'] ? [] : [['add', { a: 2, b: 3 }]];
 }
 
 const trace = [];
@@ -187,6 +194,9 @@ async function connect(provider) {
 }
 
 async function main() {
+  const { ClientCredentialsProvider } = opts.flow === 'cc'
+    ? await import(new URL('dist/esm/client/auth-extensions.js', SDK))
+    : {};
   const provider = opts.flow === 'cc'
     ? new ClientCredentialsProvider({
       clientId: opts['client-id'],
@@ -203,6 +213,17 @@ async function main() {
     };
   }
   const { client, transport } = await connect(provider);
+  let tools;
+  if (opts['list-tools']) {
+    tools = [];
+    let cursor;
+    for (let page = 0; page < 100; page += 1) {
+      const listed = await client.listTools(cursor ? { cursor } : undefined);
+      tools.push(...listed.tools);
+      cursor = listed.nextCursor;
+      if (!cursor) break;
+    }
+  }
   const results = [];
   for (const [name, args] of calls()) {
     const result = await client.callTool({ name, arguments: args });
@@ -211,7 +232,8 @@ async function main() {
   }
   await transport.terminateSession().catch(() => {});
   await client.close();
-  return { ok: results.length > 0 && results.every((r) => !r.is_error), results };
+  const ok = (results.length > 0 || opts['list-tools']) && results.every((r) => !r.is_error);
+  return { ok, results, ...(tools ? { tools } : {}) };
 }
 
 const started = Date.now();

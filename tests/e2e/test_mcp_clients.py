@@ -192,10 +192,12 @@ def test_discovery_falls_back_to_openid_configuration_and_es256(wasm_path, stack
         assert status == 200, (body, envoy.log_tail())
 
 
-@pytest.mark.parametrize("flags, steps", [([], 7), (["--opaque"], 8)], ids=["jwt", "opaque"])
+@pytest.mark.parametrize("flags, steps", [([], 7), (["--opaque"], 8), (["--legacy"], 5)],
+                         ids=["jwt", "opaque", "legacy"])
 def test_demo_walkthrough_once(wasm_path, flags, steps):
-    """`make demo ARGS=--once` (and `--once --opaque`, opaque tokens introspected): the whole
-    real stack, one real client, every step succeeds."""
+    """`make demo ARGS=--once` (and `--once --opaque`, opaque tokens introspected; `--once
+    --legacy`, a client of MCP 2025-03-26): the whole real stack, one real client, every step
+    succeeds."""
     import subprocess
     import sys
 
@@ -209,3 +211,6 @@ def test_demo_walkthrough_once(wasm_path, flags, steps):
     assert "tools/call add → '5'" in done.stdout
     if "--opaque" in flags:
         assert "The filter asks the authorization server about it (RFC 7662 introspection)" in done.stdout
+    if "--legacy" in flags:
+        assert "It asks the MCP server's origin for the authorization server (MCP 2025-03-26)" in done.stdout
+        assert "/.well-known/oauth-protected-resource" not in done.stdout

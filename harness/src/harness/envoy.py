@@ -283,6 +283,7 @@ class Envoy:
         binary: str | None = None,
         die_with_parent: bool = False,
         process_env: dict[str, str] | None = None,
+        fixed_port: int | None = None,
         **bootstrap_options: Any,
     ):
         if (bootstrap is not None or bootstrap_for_port is not None) and (bootstrap_options or plugin_config is not None):
@@ -306,6 +307,9 @@ class Envoy:
         self.ports: dict[str, int] = {}  # every listener's, by name
         self.admin_port: int | None = None
         self.listen_port: int | None = None  # chosen before the start (bootstrap_for_port)
+        # With bootstrap_for_port: this port, not one picked (and picked again if taken), for a
+        # peer that must know the resource URL before Envoy starts.
+        self._fixed_port = fixed_port
         self._bootstrap_for_port = bootstrap_for_port
         if bootstrap_for_port is not None:
             self._pick_port()
@@ -318,7 +322,7 @@ class Envoy:
         self.write_config()
 
     def _pick_port(self) -> None:
-        self.listen_port = free_port()
+        self.listen_port = self._fixed_port or free_port()
         self.bootstrap = self._bootstrap_for_port(self.listen_port)
 
     # -- lifecycle -----------------------------------------------------------------------------
@@ -351,7 +355,7 @@ class Envoy:
     def start(self, timeout: float = 30.0, attempts: int = 3) -> "Envoy":
         """Launch and wait until every listener accepts traffic; raises EnvoyStartError
         otherwise. With `bootstrap_for_port`, a port taken meanwhile means another try."""
-        for attempt in range(attempts if self._bootstrap_for_port else 1):
+        for attempt in range(attempts if self._bootstrap_for_port and not self._fixed_port else 1):
             self.launch()
             try:
                 ready = self.wait_ready(timeout)

@@ -9,7 +9,8 @@ contains it), and the client scripts (`peers/py_client.py` in either venv, `peer
 
 Every process is started in its own session (`processes.spawn`) and stopped (SIGTERM, then
 SIGKILL, to its process group) on exit.
-Overrides: `NODE_BIN` (node for the peers), `MCP1_PYTHON` (the venv with `mcp<2`).
+Overrides: `NODE_BIN` (node for the peers), `MCP1_PYTHON` (the venv with `mcp<2`), `MCP_LEGACY_PYTHON`
+(the venv with the Python SDK of MCP 2025-03-26).
 """
 from __future__ import annotations
 
@@ -31,7 +32,7 @@ from .paths import PEERS, REPO_ROOT
 from .processes import free_port, terminate_group
 
 __all__ = [
-    "PEERS", "PY1", "PY2", "REPO_ROOT", "AuthServer", "EnvoyStartError", "FilterEnvoy", "McpServer", "PeerProcess",
+    "PEERS", "PY1", "PY2", "PY_LEGACY", "REPO_ROOT", "TS_LEGACY", "AuthServer", "EnvoyStartError", "FilterEnvoy", "McpServer", "PeerProcess",
     "PeerStartError", "free_port", "node22_binary", "node_binary", "peers_installed", "plugin_config",
     "py_client_command", "run_client", "terminate_group", "ts_client_command",
     "_static_cluster",  # imported here before it was public (envoy.static_cluster)
@@ -39,6 +40,10 @@ __all__ = [
 
 PY2 = REPO_ROOT / ".venv" / "bin" / "python"
 PY1 = Path(os.environ.get("MCP1_PYTHON") or PEERS / ".venv-mcp1" / "bin" / "python")
+# Clients of MCP 2025-03-26 (the SDKs' last releases before RFC 9728): the Python venv, and
+# the npm directory under peers/ whose SDK `ts-client.mjs --sdk` loads.
+PY_LEGACY = Path(os.environ.get("MCP_LEGACY_PYTHON") or PEERS / ".venv-mcp-legacy" / "bin" / "python")
+TS_LEGACY = "legacy-ts"
 
 _RUNNING: set["PeerProcess"] = set()
 
@@ -166,13 +171,21 @@ class AuthServer(PeerProcess):
     name = "auth-server"
 
     def __init__(self, *, access_token_ttl: int = 300, subject: str = "demo-user", alg: str = "RS256",
-                 rfc8414: bool = True, opaque: bool = False):
+                 rfc8414: bool = True, opaque: bool = False, default_resource: str | None = None,
+                 legacy_metadata: bool = False):
+        """`default_resource`: tokens for it when a client sends no RFC 8707 `resource` (clients
+        of MCP 2025-03-26); `legacy_metadata`: metadata the Python SDK before 1.10 can parse
+        (see peers/auth-server.mjs)."""
         command = [node_binary(), str(PEERS / "auth-server.mjs"), "--port", "0",
                    "--access-token-ttl", str(access_token_ttl), "--subject", subject, "--alg", alg]
         if not rfc8414:
             command.append("--no-rfc8414")
         if opaque:
             command.append("--opaque")
+        if default_resource:
+            command += ["--default-resource", default_resource]
+        if legacy_metadata:
+            command.append("--legacy-metadata")
         super().__init__(command)
 
     @property
@@ -253,12 +266,16 @@ class AuthServer(PeerProcess):
 
 class McpServer(PeerProcess):
     """peers/mcp_server.py (Python mcp 2.x). `port`, `url`; `auth_issuer` turns on the SDK's
-    own resource-server mode (for the differential test)."""
+    own resource-server mode (for the differential test). For the tools/list tests:
+    `json_response` (application/json answers instead of event streams), `extra_tools` (more
+    tool names), `slow_list` (seconds a tools/list waits after sending a log notification on
+    its stream), `list_extra` (`--list-cursor` etc. of peers/mcp_server.py, as {option: value})."""
 
     name = "mcp-server"
 
     def __init__(self, *, python: Path | str = PY2, auth_issuer: str | None = None, jwks_uri: str | None = None,
-                 required_scopes: list[str] = ()):
+                 required_scopes: list[str] = (), json_response: bool = False, extra_tools: list[str] = (),
+                 slow_list: float | None = None, list_extra: dict[str, str] | None = None):
         command = [str(python), str(PEERS / "mcp_server.py"), "--port", "0"]
         if auth_issuer:
             command += ["--auth-issuer", auth_issuer]
@@ -266,6 +283,14 @@ class McpServer(PeerProcess):
             command += ["--jwks-uri", jwks_uri]
         for scope in required_scopes:
             command += ["--required-scope", scope]
+        if json_response:
+            command.append("--json-response")
+        if extra_tools:
+            command += ["--extra-tools", ",".join(extra_tools)]
+        if slow_list is not None:
+            command += ["--slow-list", str(slow_list)]
+        for option, value in (list_extra or {}).items():
+            command += [option, str(value)]
         super().__init__(command)
 
     @property
@@ -321,13 +346,16 @@ class FilterEnvoy(Envoy):
 
     @classmethod
     def for_auth_server(cls, auth: AuthServer, upstream_port: int, *, discovery: bool = False,
-                        clock_skew_seconds: int | None = None, **options: Any) -> "FilterEnvoy":
+                        clock_skew_seconds: int | None = None, resource_extra: dict | None = None,
+                        **options: Any) -> "FilterEnvoy":
         """Keys fetched from `auth` through the `auth_server` cluster: `jwks_uri` + `cluster`, or
-        (`discovery=True`) `cluster` alone, so the filter reads the issuer's metadata first."""
+        (`discovery=True`) `cluster` alone, so the filter reads the issuer's metadata first.
+        `resource_extra`: more fields of the resource (`origin_authorization_server_metadata`)."""
         issuer: dict[str, Any] = {"issuer": auth.issuer, "cluster": "auth_server"}
         if not discovery:
             issuer["jwks_uri"] = auth.jwks_uri
-        return cls(lambda resource: plugin_config(resource, issuer, clock_skew_seconds=clock_skew_seconds),
+        return cls(lambda resource: plugin_config(resource, issuer, clock_skew_seconds=clock_skew_seconds,
+                                                  **(resource_extra or {})),
                    upstream_port, auth_port=auth.port, **options)
 
 
@@ -399,9 +427,12 @@ def py_client_command(python: Path | str, url: str, flow: str, *, auth: AuthServ
 
 
 def ts_client_command(url: str, flow: str, *, auth: AuthServer | None = None,
-                      calls: list[tuple[str, dict]] = (), extra: list[str] = ()) -> list[str]:
+                      calls: list[tuple[str, dict]] = (), extra: list[str] = (), sdk: str | None = None) -> list[str]:
+    """`sdk`: the directory under peers/ whose installed SDK runs (TS_LEGACY), else peers/'s own."""
     command = [node_binary(), str(PEERS / "ts-client.mjs"), "--url", url, "--flow", flow,
                "--redirect-port", str(free_port())]
+    if sdk:
+        command += ["--sdk", sdk]
     if flow == "cc":
         assert auth is not None
         command += ["--client-id", auth.cc_client["client_id"], "--client-secret", auth.cc_client["client_secret"],
