@@ -244,7 +244,7 @@ oci-deps:
 # Needs a nightly toolchain; installs cargo-fuzz when missing. Crashes land in
 # fuzz/artifacts/<target>/; the corpus grows in fuzz/corpus/<target>/.
 FUZZ_SECONDS ?= 60
-FUZZ_TARGETS ?= verify_token config jwks paths challenge
+FUZZ_TARGETS ?= verify_token config jwks paths challenge sse
 
 .PHONY: fuzz
 fuzz:

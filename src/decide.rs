@@ -15,6 +15,7 @@ use crate::reason::Reason;
 use crate::response::{self, Response};
 use crate::route::{self, Route};
 use crate::token::VerifiedToken;
+use crate::tools_list::{self, ListFilter};
 use crate::verify::{self, AuthError, KeyStore};
 
 /// What the filter needs to know about a request.
@@ -35,6 +36,9 @@ pub struct Request<'a> {
     pub content_length: Option<&'a str>,
     /// Whether a body follows the headers (the headers did not end the stream).
     pub has_body: bool,
+    /// Whether it resumes an event stream (`Last-Event-ID`), where the server replays
+    /// answers to earlier requests.
+    pub resumes_stream: bool,
 }
 
 /// Forward to the upstream, with these header edits.
@@ -45,6 +49,9 @@ pub struct Allow<'c> {
     pub strip_authorization: bool,
     /// Claim headers to set (after every configured claim header was removed).
     pub set_headers: Vec<(&'c str, String)>,
+    /// The request's `tools/list` calls, whose results in the response are filtered to what
+    /// the token may call.
+    pub tools_list: Option<ListFilter>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -256,7 +263,16 @@ pub fn authorize<'c>(
         .iter()
         .map(String::as_str)
         .collect();
-    check_scopes_then_allow(config, resource, req, &token, &needed, &[])
+    let mut decision = check_scopes_then_allow(config, resource, req, &token, &needed, &[]);
+    if let Decision::Allow(allow) = &mut decision {
+        if resource.filter_tools_list && req.resumes_stream {
+            // A resumed stream replays answers the filter has no request for: every tool
+            // list on it is filtered.
+            let denied = resource.tools_denied(&token.scopes);
+            allow.tools_list = Some(ListFilter::replayed(denied));
+        }
+    }
+    decision
 }
 
 fn check_scopes_then_allow<'c>(
@@ -314,6 +330,7 @@ fn allow<'c>(
         resource,
         strip_authorization: !config.forward_authorization,
         set_headers,
+        tools_list: None,
     }
 }
 
@@ -368,7 +385,18 @@ pub fn decide_body<'c>(
         }
     }
     let tools: Vec<&str> = calls.iter().filter_map(mcp::Call::tool).collect();
-    check_scopes_then_allow(config, resource, req, &check.token, &needed, &tools)
+    let mut decision =
+        check_scopes_then_allow(config, resource, req, &check.token, &needed, &tools);
+    if let Decision::Allow(allow) = &mut decision {
+        if resource.filter_tools_list && calls.iter().any(|c| c.method == "tools/list") {
+            let (ids, batch) = tools_list::list_calls(body);
+            if !ids.is_empty() {
+                let denied = resource.tools_denied(&check.token.scopes);
+                allow.tools_list = Some(ListFilter::new(ids, batch, denied));
+            }
+        }
+    }
+    decision
 }
 
 #[cfg(test)]

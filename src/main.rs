@@ -106,6 +106,11 @@ fn check(path: &str) -> Result<ExitCode, Failure> {
         for (method, scopes) in methods {
             println!("    method {method:<15} {}", scopes.join(" "));
         }
+        if r.filter_tools_list {
+            println!(
+                "    tools/list results:    filtered to the caller's tools, cacheScope private"
+            );
+        }
     }
     if !config.origin_documents.is_empty() {
         println!("authorization server metadata at resource origins (clients of MCP 2025-03-26):");
@@ -571,6 +576,12 @@ fn report(decision: &Decision<'_>) -> ExitCode {
             }
             for (name, value) in &allow.set_headers {
                 println!("  {name}: {value}");
+            }
+            if let Some(filter) = &allow.tools_list {
+                println!(
+                    "  tools/list results in the response: cacheScope private, hidden: {}",
+                    list_or_none(filter.hidden())
+                );
             }
             ExitCode::SUCCESS
         }

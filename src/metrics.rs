@@ -39,12 +39,14 @@ pub enum Metric {
     /// Lookups in the shared introspection cache.
     IntrospectionCacheHits,
     IntrospectionCacheMisses,
+    /// Tools removed from `tools/list` results (`tools_list`).
+    ToolsHidden,
     /// Refusals of a configured tool, by its place in [`Counters::tools`].
     ToolDenied(usize),
 }
 
 /// Counters without a payload, in slot order after the reasons.
-const PLAIN: [Metric; 19] = [
+const PLAIN: [Metric; 20] = [
     Metric::RequestsAllowed,
     Metric::MetadataServed,
     Metric::MetadataNotFound,
@@ -64,6 +66,7 @@ const PLAIN: [Metric; 19] = [
     Metric::IntrospectionsFailed,
     Metric::IntrospectionCacheHits,
     Metric::IntrospectionCacheMisses,
+    Metric::ToolsHidden,
 ];
 
 impl Metric {
@@ -103,6 +106,7 @@ impl Metric {
             Metric::IntrospectionsFailed => "introspections_failed".into(),
             Metric::IntrospectionCacheHits => "introspection_cache_hits".into(),
             Metric::IntrospectionCacheMisses => "introspection_cache_misses".into(),
+            Metric::ToolsHidden => "tools_hidden".into(),
             Metric::ToolDenied(i) => {
                 let tool = tools.get(i).map_or("", String::as_str);
                 format!("tool_denied_{}", metric_safe(tool))

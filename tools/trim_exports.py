@@ -20,7 +20,7 @@ import sys
 from pathlib import Path
 
 # What the filter needs from the ABI; everything else the SDK exports is dropped. Keep in
-# step with src/filter.rs: a callback the filter implements must be listed here.
+# step with src/glue/mod.rs: a callback the filter implements must be listed here.
 KEEP = {
     "memory",
     "_initialize",
@@ -32,6 +32,9 @@ KEEP = {
     "proxy_on_request_headers",
     "proxy_on_request_body",
     "proxy_on_request_trailers",  # trailers end a held body: the SDK's default would release it
+    "proxy_on_response_headers",  # tools/list results are rewritten (README, "Tool lists filtered per caller")
+    "proxy_on_response_body",
+    "proxy_on_response_trailers",  # they end a buffered list: without it the host would release it unread
     "proxy_on_tick",
     "proxy_on_http_call_response",
     "proxy_on_delete",  # the SDK frees the context here: without it every request leaks

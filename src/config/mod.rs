@@ -253,13 +253,29 @@ pub struct ProtectedResource {
     pub tool_scopes: HashMap<String, Vec<String>>,
     /// JSON-RPC method → scopes it needs on top of `required_scopes`.
     pub method_scopes: HashMap<String, Vec<String>>,
+    /// `tools/list` results are filtered to what the caller may call (README, "Tool lists
+    /// filtered per caller").
+    pub filter_tools_list: bool,
     pub challenge: ResourceChallenge,
 }
 
 impl ProtectedResource {
     /// Whether POST bodies on this resource are read before anything is forwarded.
     pub fn inspects_body(&self) -> bool {
-        !self.tool_scopes.is_empty() || !self.method_scopes.is_empty()
+        !self.tool_scopes.is_empty() || !self.method_scopes.is_empty() || self.filter_tools_list
+    }
+
+    /// The tools of `tool_scopes` that a token with these scopes (implied ones included) may
+    /// not call: what its `tools/list` results lose.
+    pub fn tools_denied(&self, granted: &[String]) -> Vec<String> {
+        let mut denied: Vec<String> = self
+            .tool_scopes
+            .iter()
+            .filter(|(_, needs)| !needs.iter().all(|n| granted.contains(n)))
+            .map(|(tool, _)| tool.clone())
+            .collect();
+        denied.sort_unstable();
+        denied
     }
 }
 
@@ -597,6 +613,7 @@ fn compile_resource(
     }
     check_scopes(&field("scopes_supported"), &raw.scopes_supported)?;
     check_scopes(&field("required_scopes"), &raw.required_scopes)?;
+    let filter_tools_list = raw.filter_tools_list.unwrap_or(!raw.tool_scopes.is_empty());
     let tool_scopes = compile_scope_map(&field("tool_scopes"), raw.tool_scopes)?;
     let method_scopes = compile_scope_map(&field("method_scopes"), raw.method_scopes)?;
     let mut audiences = vec![raw.resource.clone()];
@@ -642,6 +659,7 @@ fn compile_resource(
         required_scopes: raw.required_scopes,
         tool_scopes,
         method_scopes,
+        filter_tools_list,
         origin_authorization_server_metadata: raw.origin_authorization_server_metadata,
         challenge,
         resource: raw.resource,

@@ -103,6 +103,9 @@ pub struct RawResource {
     /// for MCP 2025-03-26 clients. Default `false`.
     #[serde(default)]
     pub origin_authorization_server_metadata: bool,
+    /// Filter the results of `tools/list` to the tools the caller may call, marked
+    /// `cacheScope: "private"`. Default `true` when `tool_scopes` is not empty, else `false`.
+    pub filter_tools_list: Option<bool>,
 }
 
 /// One trusted issuer as written.

@@ -638,3 +638,33 @@ fn origin_metadata_needs_a_cluster_and_one_document_per_origin() {
     two["resources"][1]["authorization_servers"] = json!(["https://auth.example.com"]);
     assert_eq!(compile(&two).unwrap().origin_documents.len(), 1);
 }
+
+#[test]
+fn filters_tool_lists_by_default_where_tools_have_scopes() {
+    let mut v = base_json();
+    v["resources"][0]["tool_scopes"] =
+        json!({"delete_all": ["mcp:admin"], "audit": ["mcp:read", "audit:view"]});
+    let c = compile(&v).unwrap();
+    assert!(c.resources[0].filter_tools_list);
+    assert!(!c.resources[1].filter_tools_list, "no tool scopes: off");
+    let granted = |s: &[&str]| s.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+    assert_eq!(
+        c.resources[0].tools_denied(&granted(&["mcp:read"])),
+        ["audit", "delete_all"]
+    );
+    assert_eq!(
+        c.resources[0].tools_denied(&granted(&["mcp:read", "audit:view"])),
+        ["delete_all"]
+    );
+    assert!(c.resources[0]
+        .tools_denied(&granted(&["mcp:admin", "audit:view", "mcp:read"]))
+        .is_empty());
+    v["resources"][0]["filter_tools_list"] = json!(false);
+    assert!(!compile(&v).unwrap().resources[0].filter_tools_list);
+    // On without tool scopes: lists are marked private, bodies are read.
+    v["resources"][1]["filter_tools_list"] = json!(true);
+    let c = compile(&v).unwrap();
+    assert!(c.resources[1].filter_tools_list && c.resources[1].inspects_body());
+    v["resources"][1]["filter_tools_list"] = json!("yes");
+    assert!(compile(&v).is_err());
+}

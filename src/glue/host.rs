@@ -17,6 +17,8 @@ use std::collections::HashMap;
 use std::time::{Duration, UNIX_EPOCH};
 
 const REQUEST_HEADERS: u32 = 0; // MapType::HttpRequestHeaders
+const RESPONSE_HEADERS: u32 = 2; // MapType::HttpResponseHeaders
+const RESPONSE_BODY: u32 = 1; // BufferType::HttpResponseBody
 const CALL_RESPONSE_HEADERS: u32 = 6; // MapType::HttpCallResponseHeaders
 const HTTP_REQUEST: u32 = 0; // StreamType::HttpRequest
 
@@ -30,6 +32,27 @@ extern "C" {
         value_size: usize,
     ) -> u32;
     fn proxy_remove_header_map_value(map_type: u32, key_data: *const u8, key_size: usize) -> u32;
+    fn proxy_get_header_map_value(
+        map_type: u32,
+        key_data: *const u8,
+        key_size: usize,
+        return_value_data: *mut *mut u8,
+        return_value_size: *mut usize,
+    ) -> u32;
+    fn proxy_get_buffer_bytes(
+        buffer_type: u32,
+        start: usize,
+        max_size: usize,
+        return_buffer_data: *mut *mut u8,
+        return_buffer_size: *mut usize,
+    ) -> u32;
+    fn proxy_set_buffer_bytes(
+        buffer_type: u32,
+        start: usize,
+        size: usize,
+        buffer_data: *const u8,
+        buffer_size: usize,
+    ) -> u32;
     fn proxy_continue_stream(stream_type: u32) -> u32;
     fn proxy_get_header_map_pairs(
         map_type: u32,
@@ -265,6 +288,70 @@ impl Host for ProxyHost {
         // SAFETY: as above.
         unsafe {
             proxy_remove_header_map_value(REQUEST_HEADERS, name.as_ptr(), name.len());
+        }
+    }
+
+    fn response_header(&self, context: u32, name: &str) -> Option<String> {
+        if !self.switch(context) {
+            return None;
+        }
+        let mut data: *mut u8 = std::ptr::null_mut();
+        let mut size: usize = 0;
+        // SAFETY: as `map_pairs`.
+        let bytes = unsafe {
+            let status = proxy_get_header_map_value(
+                RESPONSE_HEADERS,
+                name.as_ptr(),
+                name.len(),
+                &mut data,
+                &mut size,
+            );
+            if status != 0 || data.is_null() {
+                return None;
+            }
+            Vec::from_raw_parts(data, size, size)
+        };
+        String::from_utf8(bytes).ok()
+    }
+
+    fn remove_response_header(&self, context: u32, name: &str) {
+        if !self.switch(context) {
+            return;
+        }
+        // SAFETY: as above.
+        unsafe {
+            proxy_remove_header_map_value(RESPONSE_HEADERS, name.as_ptr(), name.len());
+        }
+    }
+
+    fn response_body(&self, context: u32, size: usize) -> Vec<u8> {
+        if !self.switch(context) {
+            return Vec::new();
+        }
+        let mut data: *mut u8 = std::ptr::null_mut();
+        let mut got: usize = 0;
+        // SAFETY: as `map_pairs`; the host clamps the read to what it holds.
+        unsafe {
+            let status = proxy_get_buffer_bytes(RESPONSE_BODY, 0, size, &mut data, &mut got);
+            if status != 0 || data.is_null() {
+                return Vec::new();
+            }
+            Vec::from_raw_parts(data, got, got)
+        }
+    }
+
+    fn set_response_body(&self, context: u32, size: usize, body: &[u8]) {
+        if !self.switch(context) {
+            return;
+        }
+        // SAFETY: pointer and length of a live slice; the host copies it. Replacing from 0
+        // with at least the held size replaces it all.
+        let status =
+            unsafe { proxy_set_buffer_bytes(RESPONSE_BODY, 0, size, body.as_ptr(), body.len()) };
+        if status != 0 {
+            log::warn!(
+                "mcp-oauth-filter: the host refused to replace a response body (status {status})"
+            );
         }
     }
 

@@ -192,6 +192,18 @@ impl HttpContext for Http {
     fn on_http_request_trailers(&mut self, _num_trailers: usize) -> Action {
         self.run(|worker, context| worker.on_request_trailers(context))
     }
+
+    fn on_http_response_headers(&mut self, _num_headers: usize, end_of_stream: bool) -> Action {
+        self.run(|worker, context| worker.on_response_headers(context, end_of_stream))
+    }
+
+    fn on_http_response_body(&mut self, body_size: usize, end_of_stream: bool) -> Action {
+        self.run(|worker, context| worker.on_response_body(context, body_size, end_of_stream))
+    }
+
+    fn on_http_response_trailers(&mut self, _num_trailers: usize) -> Action {
+        self.run(|worker, context| worker.on_response_trailers(context))
+    }
 }
 
 /// The SDK drops the context in `proxy_on_delete`, which the host calls for every stream (the

@@ -23,6 +23,7 @@ pub enum Action {
     },
     SetHeader(u32, String, String),
     RemoveHeader(u32, String),
+    RemoveResponseHeader(u32, String),
 }
 
 /// An HTTP call the worker dispatched.
@@ -53,6 +54,8 @@ pub struct FakeHost {
     refuse_calls: Cell<bool>,
     actions: RefCell<Vec<Action>>,
     bodies: RefCell<HashMap<u32, Vec<u8>>>,
+    response_headers: RefCell<HashMap<u32, Vec<(String, String)>>>,
+    response_bodies: RefCell<HashMap<u32, Vec<u8>>>,
     env: RefCell<HashMap<String, String>>,
     counter_names: RefCell<Vec<String>>,
     counters: RefCell<BTreeMap<String, u64>>,
@@ -76,6 +79,8 @@ impl FakeHost {
             refuse_calls: Cell::new(false),
             actions: RefCell::default(),
             bodies: RefCell::default(),
+            response_headers: RefCell::default(),
+            response_bodies: RefCell::default(),
             env: RefCell::default(),
             counter_names: RefCell::default(),
             counters: RefCell::default(),
@@ -122,6 +127,32 @@ impl FakeHost {
         let body = bodies.entry(context).or_default();
         body.extend_from_slice(chunk);
         body.len()
+    }
+
+    /// The upstream answered `context` with these headers.
+    pub fn response_headers(&self, context: u32, headers: &[(&str, &str)]) {
+        let headers = headers
+            .iter()
+            .map(|(n, v)| (n.to_string(), v.to_string()))
+            .collect();
+        self.response_headers.borrow_mut().insert(context, headers);
+    }
+
+    /// The response body the host holds for `context` is now `body`; its size.
+    pub fn hold_response_body(&self, context: u32, body: &[u8]) -> usize {
+        self.response_bodies
+            .borrow_mut()
+            .insert(context, body.to_vec());
+        body.len()
+    }
+
+    /// The response body the host holds for `context`, as the worker left it.
+    pub fn held_response_body(&self, context: u32) -> Vec<u8> {
+        self.response_bodies
+            .borrow()
+            .get(&context)
+            .cloned()
+            .unwrap_or_default()
     }
 
     /// The calls dispatched since the last look.
@@ -270,5 +301,35 @@ impl Host for FakeHost {
         let bodies = self.bodies.borrow();
         let body = bodies.get(&context).map_or(&[][..], Vec::as_slice);
         body[..body.len().min(max)].to_vec()
+    }
+
+    fn response_header(&self, context: u32, name: &str) -> Option<String> {
+        let headers = self.response_headers.borrow();
+        let headers = headers.get(&context)?;
+        headers
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.clone())
+    }
+
+    fn remove_response_header(&self, context: u32, name: &str) {
+        if let Some(headers) = self.response_headers.borrow_mut().get_mut(&context) {
+            headers.retain(|(n, _)| n != name);
+        }
+        self.actions
+            .borrow_mut()
+            .push(Action::RemoveResponseHeader(context, name.to_string()));
+    }
+
+    fn response_body(&self, context: u32, size: usize) -> Vec<u8> {
+        let body = self.held_response_body(context);
+        body[..body.len().min(size)].to_vec()
+    }
+
+    fn set_response_body(&self, context: u32, size: usize, body: &[u8]) {
+        let mut bodies = self.response_bodies.borrow_mut();
+        let held = bodies.entry(context).or_default();
+        assert_eq!(held.len(), size, "the worker replaces what the host holds");
+        *held = body.to_vec();
     }
 }

@@ -53,6 +53,20 @@ pub trait Host: CounterSink {
     /// The request body the host has buffered for `context`, at most `max` bytes. Only asked
     /// for the request whose body (or trailers) callback is running.
     fn request_body(&self, context: u32, max: usize) -> Vec<u8>;
+
+    /// The value of the response header `name` (lower case) of `context`, in its response
+    /// headers callback.
+    fn response_header(&self, context: u32, name: &str) -> Option<String>;
+
+    /// Removes a response header of `context`, in its response headers callback.
+    fn remove_response_header(&self, context: u32, name: &str);
+
+    /// The response body the host holds for `context` (`size` bytes: the chunk, or all of
+    /// it while it is buffered), in its response body callback.
+    fn response_body(&self, context: u32, size: usize) -> Vec<u8>;
+
+    /// Replaces the `size` bytes of response body the host holds for `context` with `body`.
+    fn set_response_body(&self, context: u32, size: usize, body: &[u8]);
 }
 
 /// Why a foreign function gave no answer.

@@ -15,6 +15,7 @@ mod introspector;
 mod keyfetch;
 mod pending;
 mod requests;
+mod responses;
 
 #[cfg(test)]
 pub mod fake;
@@ -132,6 +133,9 @@ impl<H: Host> Worker<H> {
                 Metric::AsMetadataFetchesFailed,
             ]);
         }
+        if self.config.resources.iter().any(|r| r.filter_tools_list) {
+            zero.push(Metric::ToolsHidden);
+        }
         if !self.state.introspector.is_empty() {
             zero.extend([
                 Metric::IntrospectionsActive,
@@ -232,6 +236,29 @@ impl<H: Host> Worker<H> {
         let Worker { config, state } = self;
         state.running_in = Some(context);
         state.on_body(config, context, None, true)
+    }
+
+    /// The upstream's response headers (`end_of_stream`: no body follows).
+    pub fn on_response_headers(&mut self, context: u32, end_of_stream: bool) -> Flow {
+        let Worker { config, state } = self;
+        state.running_in = Some(context);
+        state.on_response_headers(config, context, end_of_stream)
+    }
+
+    pub fn on_response_body(
+        &mut self,
+        context: u32,
+        body_size: usize,
+        end_of_stream: bool,
+    ) -> Flow {
+        self.state.running_in = Some(context);
+        self.state
+            .on_response_body(context, body_size, end_of_stream)
+    }
+
+    pub fn on_response_trailers(&mut self, context: u32) -> Flow {
+        self.state.running_in = Some(context);
+        self.state.on_response_trailers(context)
     }
 
     /// The host dropped the request's context: whatever it was waiting for is forgotten.

@@ -2,12 +2,14 @@
 //! A request is in it from the moment the filter holds it (or answers it) until the host
 //! drops its context, so a finished request is forgotten in one place, and combinations that
 //! make no sense (waiting for keys and for a body at once) cannot be written down.
-//! A request that is not in the map was let go: its later callbacks continue.
+//! A request that is not in the map was let go: its later callbacks continue. One let go with
+//! `tools/list` calls stays until its response is done, so that response can be rewritten.
 
 use crate::config::IssuerId;
 use crate::decide::BodyCheck;
 use crate::headers::RequestHead;
 use crate::introspect::Digest;
+use crate::tools_list::{ListFilter, ResponseRewrite};
 use std::collections::HashMap;
 use std::hash::{BuildHasherDefault, Hasher};
 
@@ -22,6 +24,17 @@ pub enum Pending {
     Body(BodyWait),
     /// Answered by the filter: nothing of it may go on.
     Answered,
+    /// Let go, with `tools/list` calls whose results its response must have filtered.
+    Listing(Listing),
+}
+
+/// Where the response of a request with `tools/list` calls is.
+#[derive(Debug)]
+pub enum Listing {
+    /// Its headers have not come yet.
+    Requested(ListFilter),
+    /// Its body is being rewritten.
+    Responding(Box<ResponseRewrite>),
 }
 
 #[derive(Debug)]

@@ -7,7 +7,7 @@
 //! ours); everything else answers it.
 
 use super::introspector::CallError;
-use super::pending::{Awaiting, BodySoFar, BodyWait, Pending, TokenWait};
+use super::pending::{Awaiting, BodySoFar, BodyWait, Listing, Pending, TokenWait};
 use super::{Flow, Host, HostSignatures, State, Trusted};
 use crate::challenge::ErrorCode;
 use crate::config::{Config, IssuerId, KeySource};
@@ -19,6 +19,7 @@ use crate::metrics::Metric;
 use crate::paths;
 use crate::reason::{Outcome, Reason};
 use crate::response::{self, Response};
+use crate::tools_list::ListFilter;
 use crate::verify::AuthError;
 
 /// How often the worker may log that held headers got no body (it is a setting, not news).
@@ -120,6 +121,7 @@ impl<H: Host> State<H> {
             Decision::Allow(allow) => {
                 self.edit_headers(config, context, &head, &allow);
                 self.counters.add(Metric::RequestsAllowed, 1);
+                self.expect_tool_lists(context, allow.tools_list, true);
                 Flow::Continue
             }
             Decision::ReadBody { check, edits } => {
@@ -127,7 +129,7 @@ impl<H: Host> State<H> {
                 self.edit_headers(config, context, &head, &edits);
                 if end_of_stream {
                     let decision = decide_body(config, &check, &head.request(), b"");
-                    return self.apply_body_decision(context, &head, decision);
+                    return self.apply_body_decision(context, &head, decision, true);
                 }
                 let held = config.hold_headers_for_body;
                 self.await_body(config, context, check, head, held, false);
@@ -397,6 +399,8 @@ impl<H: Host> State<H> {
             // Let go (allowed, or not ours): the rest of it goes on.
             None => Flow::Continue,
             Some(Pending::Answered) => Flow::Pause,
+            // Let go once its body was read whole.
+            Some(Pending::Listing(_)) => Flow::Continue,
             Some(Pending::Token(wait)) => {
                 let reads_body = config
                     .resources
@@ -437,22 +441,26 @@ impl<H: Host> State<H> {
                 } else {
                     decide_body(config, &wait.check, &wait.head.request(), &body)
                 };
-                self.apply_body_decision(context, &wait.head, decision)
+                self.apply_body_decision(context, &wait.head, decision, wait.headers_held)
             }
         }
     }
 
-    /// Applies the decision on a read body, in the request's own callback.
+    /// Applies the decision on a read body, in the request's own callback (or, for a body
+    /// that came whole while its token was held, on the tick). `headers_held`: the request's
+    /// headers have not gone upstream yet.
     fn apply_body_decision(
         &mut self,
         context: u32,
         head: &RequestHead,
         decision: Decision<'_>,
+        headers_held: bool,
     ) -> Flow {
         match decision {
             // The header edits were made when the headers were decided.
-            Decision::Allow(_) => {
+            Decision::Allow(allow) => {
                 self.counters.add(Metric::RequestsAllowed, 1);
+                self.expect_tool_lists(context, allow.tools_list, headers_held);
                 Flow::Continue
             }
             Decision::Respond(r) => {
@@ -466,6 +474,21 @@ impl<H: Host> State<H> {
                 Flow::Pause
             }
         }
+    }
+
+    /// An allowed request whose response carries tool lists to filter stays known until its
+    /// response is done. `headers_held`: its headers can still be edited.
+    fn expect_tool_lists(&mut self, context: u32, filter: Option<ListFilter>, headers_held: bool) {
+        let Some(filter) = filter else {
+            return;
+        };
+        if headers_held {
+            // A compressed list cannot be read (it would be replaced with an error): ask
+            // the upstream for one that is not.
+            self.host.remove_request_header(context, "accept-encoding");
+        }
+        self.pending
+            .insert(context, Pending::Listing(Listing::Requested(filter)));
     }
 
     /// Decides again every held token whose issuer's keys changed, or whose wait ran out
@@ -566,6 +589,7 @@ impl<H: Host> State<H> {
             Decision::Allow(allow) => {
                 self.edit_headers(config, context, &wait.head, &allow);
                 self.counters.add(Metric::RequestsAllowed, 1);
+                self.expect_tool_lists(context, allow.tools_list, true);
                 self.host.resume(context);
             }
             Decision::Respond(r) => self.respond(context, &wait.head, r),
@@ -610,7 +634,7 @@ impl<H: Host> State<H> {
                 } else {
                     decide_body(config, &check, &wait.head.request(), &body)
                 };
-                if self.apply_body_decision(context, &wait.head, decision) == Flow::Continue {
+                if self.apply_body_decision(context, &wait.head, decision, true) == Flow::Continue {
                     self.host.resume(context);
                 }
             }

@@ -19,9 +19,6 @@ trim_exports = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(trim_exports)
 
 PER_REQUEST_CALLBACKS_WE_IGNORE = {
-    "proxy_on_response_headers",
-    "proxy_on_response_body",
-    "proxy_on_response_trailers",
     "proxy_on_log",
     "proxy_on_done",
 }
