@@ -36,9 +36,6 @@ pub struct Request<'a> {
     pub content_length: Option<&'a str>,
     /// Whether a body follows the headers (the headers did not end the stream).
     pub has_body: bool,
-    /// Whether it resumes an event stream (`Last-Event-ID`), where the server replays
-    /// answers to earlier requests.
-    pub resumes_stream: bool,
 }
 
 /// Forward to the upstream, with these header edits.
@@ -265,9 +262,10 @@ pub fn authorize<'c>(
         .collect();
     let mut decision = check_scopes_then_allow(config, resource, req, &token, &needed, &[]);
     if let Decision::Allow(allow) = &mut decision {
-        if resource.filter_tools_list && req.resumes_stream {
-            // A resumed stream replays answers the filter has no request for: every tool
-            // list on it is filtered.
+        if resource.filter_tools_list && req.method.eq_ignore_ascii_case("GET") {
+            // A GET stream carries answers the filter saw no request for: replayed ones on a
+            // resumed stream (`Last-Event-ID`), and every answer of the HTTP+SSE transport
+            // of MCP 2024-11-05. Every tool list on it is filtered.
             let denied = resource.tools_denied(&token.scopes);
             allow.tools_list = Some(ListFilter::replayed(denied));
         }

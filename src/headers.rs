@@ -31,8 +31,6 @@ pub struct RequestHead {
     pub has_claim_header: bool,
     /// Whether a body follows the headers.
     pub has_body: bool,
-    /// Whether the request resumes an event stream (`Last-Event-ID`).
-    pub resumes_stream: bool,
 }
 
 impl RequestHead {
@@ -64,7 +62,6 @@ impl RequestHead {
                     h.mcp_name.push(span);
                 }
                 b"content-length" => h.content_length = Some(h.push(value)),
-                b"last-event-id" => h.resumes_stream = true,
                 other => {
                     h.has_claim_header |= config
                         .claim_headers
@@ -119,7 +116,6 @@ impl RequestHead {
             mcp_name: self.mcp_name.iter().map(|s| self.get(*s)).collect(),
             content_length: opt(self.content_length),
             has_body: self.has_body,
-            resumes_stream: self.resumes_stream,
         }
     }
 }

@@ -36,6 +36,18 @@ impl EventStream {
     /// The bytes of the next complete event (its blank line included), if one has arrived.
     pub fn next_event(&mut self) -> Option<Vec<u8>> {
         while self.scanned < self.buf.len() {
+            // Skip the rest of the line at once: only line ends matter.
+            let rest = &self.buf[self.scanned..];
+            let text = rest
+                .iter()
+                .position(|b| *b == b'\n' || *b == b'\r')
+                .unwrap_or(rest.len());
+            if text > 0 {
+                self.scanned += text;
+                self.after_cr = false;
+                self.line_has_bytes = true;
+                continue;
+            }
             let byte = self.buf[self.scanned];
             self.scanned += 1;
             let line_ended = match byte {
@@ -53,11 +65,7 @@ impl EventStream {
                     self.after_cr = true;
                     true
                 }
-                _ => {
-                    self.after_cr = false;
-                    self.line_has_bytes = true;
-                    false
-                }
+                _ => false, // skipped above
             };
             if !line_ended {
                 continue;
@@ -88,6 +96,11 @@ impl EventStream {
     /// What has arrived of an event still incomplete.
     pub fn pending_len(&self) -> usize {
         self.buf.len()
+    }
+
+    /// Those bytes.
+    pub fn pending(&self) -> &[u8] {
+        &self.buf
     }
 
     /// Drops what has arrived of the event still arriving, still looking for its end: the

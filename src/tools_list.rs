@@ -9,13 +9,14 @@
 //! (number spelling, key order, unknown members) can change. A result that cannot be read is
 //! replaced with a JSON-RPC error for its id: a list is never passed on unfiltered.
 
+mod read;
+
 use crate::sse::{self, EventStream};
-use serde::de::{Deserializer, MapAccess, Visitor};
+use read::{Key, Member, Message, ResultMember};
 use serde::Deserialize;
 use serde_json::value::RawValue;
 use serde_json::Value;
 use std::borrow::Cow;
-use std::fmt;
 
 /// JSON-RPC "internal error": the server's answer could not be delivered as it must be.
 pub const ERROR_CODE: i64 = -32603;
@@ -30,8 +31,8 @@ pub struct ListFilter {
     batch: bool,
     /// Tools whose `tool_scopes` the token does not satisfy.
     hidden: Vec<String>,
-    /// A resumed event stream, which replays answers to requests the filter did not see:
-    /// every tool list in an answer is filtered, whatever its id.
+    /// A `GET` stream, whose answers are to requests the filter did not see: every tool list
+    /// in an answer is filtered, whatever its id.
     any_id: bool,
 }
 
@@ -68,8 +69,9 @@ impl ListFilter {
         }
     }
 
-    /// For a resumed event stream (`GET` with `Last-Event-ID`): answers there are replayed
-    /// for requests the filter did not see, so any answer carrying a tool list is filtered.
+    /// For a `GET` stream: its answers are to requests the filter did not see (replayed on a
+    /// resumed stream, or the HTTP+SSE transport's), so any answer carrying a tool list is
+    /// filtered.
     pub fn replayed(hidden: Vec<String>) -> ListFilter {
         ListFilter {
             any_id: true,
@@ -102,14 +104,15 @@ impl ListFilter {
             let mut hidden = 0;
             let mut changed = false;
             let mut parts = Vec::with_capacity(messages.len());
-            for message in messages {
-                match self.rewrite_message(message) {
+            for raw in messages {
+                let message: Message<'_> = serde_json::from_str(raw.get()).ok()?;
+                match self.rewrite_message(&message) {
                     Some((text, n)) => {
                         changed = true;
                         hidden += n;
                         parts.push(Cow::Owned(text));
                     }
-                    None => parts.push(Cow::Borrowed(message.get())),
+                    None => parts.push(Cow::Borrowed(raw.get())),
                 }
             }
             if !changed {
@@ -118,8 +121,8 @@ impl ListFilter {
             let body = format!("[{}]", parts.join(","));
             return Some(Rewritten::Changed(body.into_bytes(), hidden));
         }
-        let message: &RawValue = serde_json::from_str(text).ok()?;
-        Some(match self.rewrite_message(message) {
+        let message: Message<'_> = serde_json::from_str(text).ok()?;
+        Some(match self.rewrite_message(&message) {
             Some((text, hidden)) => Rewritten::Changed(text.into_bytes(), hidden),
             None => Rewritten::Unchanged,
         })
@@ -127,17 +130,24 @@ impl ListFilter {
 
     /// One message: `None` when it is not a response to one of the calls (or an error
     /// response to one), else the message rewritten and how many tools it lost.
-    fn rewrite_message(&mut self, message: &RawValue) -> Option<(String, u64)> {
-        let members = Members::of(message)?;
-        if members.get("method").is_some() {
+    fn rewrite_message(&mut self, message: &Message<'_>) -> Option<(String, u64)> {
+        let members = message.0.as_ref()?;
+        if message.get("method").is_some() {
             return None; // a request or notification of the server's, not an answer
         }
-        let id = members.get("id")?;
-        let result = members.get("result");
+        let Some(Member::Raw(id)) = message.get("id") else {
+            return None;
+        };
+        let result = match message.get("result") {
+            Some(Member::Result(result)) => Some(result.as_deref()),
+            _ => None,
+        };
         if self.any_id {
             // Only answers that carry a tool list are ones to filter here.
-            let tools = result.and_then(Members::of).and_then(|r| r.get("tools"));
-            tools?;
+            let tools = result.flatten()?.iter().any(|(k, _)| k == "tools");
+            if !tools {
+                return None;
+            }
         } else {
             let id_value: Value = serde_json::from_str(id.get()).ok()?;
             let at = self.position(&id_value)?;
@@ -145,49 +155,86 @@ impl ListFilter {
                 *answered = true;
             }
         }
-        if result.is_none() && members.get("error").is_some() {
+        if result.is_none() && message.get("error").is_some() {
             return None; // the server's own error carries no list
         }
-        let filtered = result.and_then(|r| self.filter_result(r));
-        match filtered {
-            Some((result, hidden)) => {
-                let text = members.write(|key| (key == "result").then(|| result.clone()), None);
-                Some((text, hidden))
+        let Some((result, hidden)) = result.flatten().and_then(|r| self.filter_result(r)) else {
+            return Some((error_message(id.get()), 0));
+        };
+        let mut text = String::with_capacity(result.len() + 64);
+        let mut out = Object::begin(&mut text);
+        for (i, (key, member)) in members.iter().enumerate() {
+            if read::shadowed(members, i) {
+                continue; // a later copy stands
             }
-            None => Some((error_message(id.get()), 0)),
+            match member {
+                Member::Raw(raw) => out.member(key, raw.get()),
+                Member::Result(_) => out.member(key, &result),
+            }
         }
+        out.end();
+        Some((text, hidden))
     }
 
     /// A `ListToolsResult` without the hidden tools, `cacheScope` private; `None` when it is
-    /// not one.
-    fn filter_result(&self, result: &RawValue) -> Option<(String, u64)> {
-        #[derive(Deserialize)]
-        struct Named<'a> {
-            #[serde(borrow)]
-            name: Cow<'a, str>,
-        }
-        let members = Members::of(result)?;
-        let tools: Vec<&RawValue> = serde_json::from_str(members.get("tools")?.get()).ok()?;
-        let mut kept = Vec::with_capacity(tools.len());
+    /// not one (no `tools` array of objects, a tool without a string `name`).
+    fn filter_result(&self, members: &[(Key<'_>, ResultMember<'_>)]) -> Option<(String, u64)> {
+        let tools = members.iter().rev().find_map(|(k, m)| match m {
+            ResultMember::Tools(tools) if k == "tools" => Some(tools.as_ref()),
+            _ => None,
+        })??;
+        let mut kept = String::with_capacity(members.len() * 64 + 1024);
+        kept.push('[');
         let mut hidden = 0;
         for tool in tools {
-            let named: Named<'_> = serde_json::from_str(tool.get()).ok()?;
-            if self.hidden.iter().any(|h| *h == named.name) {
+            let name = tool.iter().rev().find(|(k, _)| k == "name")?.1;
+            let name: Cow<'_, str> = serde_json::from_str(name.get()).ok()?;
+            if self.hidden.iter().any(|h| *h == name) {
                 hidden += 1;
-            } else {
-                kept.push(tool.get());
+                continue;
+            }
+            if kept.len() > 1 {
+                kept.push(',');
+            }
+            let mut object = Object::begin(&mut kept);
+            for (i, (key, raw)) in tool.iter().enumerate() {
+                if !read::shadowed(tool, i) {
+                    object.member(key, raw.get());
+                }
+            }
+            object.end();
+        }
+        kept.push(']');
+        let mut text = String::with_capacity(kept.len() + 64);
+        let mut out = Object::begin(&mut text);
+        let mut private = false;
+        for (i, (key, member)) in members.iter().enumerate() {
+            if read::shadowed(members, i) {
+                continue;
+            }
+            match (key.as_ref(), member) {
+                ("tools", _) => out.member(key, &kept),
+                ("cacheScope", _) => {
+                    out.member(key, PRIVATE);
+                    private = true;
+                }
+                (_, ResultMember::Raw(raw)) => out.member(key, raw.get()),
+                (_, ResultMember::Tools(_)) => return None, // only "tools" is read as tools
             }
         }
-        let tools = format!("[{}]", kept.join(","));
-        let text = members.write(
-            |key| match key {
-                "tools" => Some(tools.clone()),
-                "cacheScope" => Some(PRIVATE.to_string()),
-                _ => None,
-            },
-            Some(("cacheScope", PRIVATE)),
-        );
+        if !private {
+            out.member("cacheScope", PRIVATE);
+        }
+        out.end();
         Some((text, hidden))
+    }
+
+    /// An error for every call (answered or not): what replaces an answer too large to pass.
+    fn error_for_all(&mut self) -> Vec<u8> {
+        for (_, answered) in &mut self.ids {
+            *answered = false;
+        }
+        self.error_payload().unwrap_or_default()
     }
 
     /// What stands for a body that cannot be read: an error for every call not answered yet
@@ -250,94 +297,71 @@ fn loose_id(id: &Value) -> Option<LooseId<'_>> {
     }
 }
 
-/// An object's members in the order written, as their original text.
-struct Members<'a>(Vec<(String, &'a RawValue)>);
-
-impl<'a> Members<'a> {
-    /// The members of `raw`, `None` when it is not an object.
-    fn of(raw: &'a RawValue) -> Option<Members<'a>> {
-        serde_json::from_str(raw.get()).ok()
-    }
-
-    /// A member's value; the last one when the key is repeated, as clients read it.
-    fn get(&self, key: &str) -> Option<&'a RawValue> {
-        self.0.iter().rev().find(|(k, _)| k == key).map(|(_, v)| *v)
-    }
-
-    /// The object again, each key once (at its last place), with `replace` giving new text
-    /// for some values, and `append` added when its key is not there.
-    fn write(
-        &self,
-        replace: impl Fn(&str) -> Option<String>,
-        append: Option<(&str, &str)>,
-    ) -> String {
-        let mut out = String::from("{");
-        let mut first = true;
-        let mut push = |out: &mut String, key: &str, value: &str| {
-            if !first {
-                out.push(',');
-            }
-            first = false;
-            out.push_str(&Value::String(key.to_string()).to_string());
-            out.push(':');
-            out.push_str(value);
-        };
-        for (i, (key, value)) in self.0.iter().enumerate() {
-            if self.0[i + 1..].iter().any(|(k, _)| k == key) {
-                continue; // a later copy stands
-            }
-            match replace(key) {
-                Some(text) => push(&mut out, key, &text),
-                None => push(&mut out, key, value.get()),
-            }
-        }
-        if let Some((key, value)) = append {
-            if self.get(key).is_none() {
-                push(&mut out, key, value);
-            }
-        }
-        out.push('}');
-        out
-    }
+/// A JSON object written member by member into `out`, values as given text.
+struct Object<'s> {
+    out: &'s mut String,
+    empty: bool,
 }
 
-impl<'de> Deserialize<'de> for Members<'de> {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Members<'de>, D::Error> {
-        struct Ordered;
-        impl<'de> Visitor<'de> for Ordered {
-            type Value = Members<'de>;
+impl Object<'_> {
+    fn begin(out: &mut String) -> Object<'_> {
+        out.push('{');
+        Object { out, empty: true }
+    }
 
-            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-                f.write_str("a JSON object")
-            }
-
-            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Members<'de>, A::Error> {
-                let mut members = Vec::new();
-                while let Some(entry) = map.next_entry::<String, &'de RawValue>()? {
-                    members.push(entry);
-                }
-                Ok(Members(members))
-            }
+    fn member(&mut self, key: &str, value: &str) {
+        if !std::mem::take(&mut self.empty) {
+            self.out.push(',');
         }
-        d.deserialize_map(Ordered)
+        if key.bytes().all(|b| b >= 0x20 && b != b'"' && b != b'\\') {
+            self.out.push('"');
+            self.out.push_str(key);
+            self.out.push('"');
+        } else {
+            self.out
+                .push_str(&Value::String(key.to_string()).to_string());
+        }
+        self.out.push(':');
+        self.out.push_str(value);
+    }
+
+    fn end(self) {
+        self.out.push('}');
     }
 }
 
 /// What the filter does with the body of a response whose request made `tools/list` calls.
 #[derive(Debug)]
 pub enum Body {
-    /// `application/json`: read whole, then rewritten.
+    /// Read whole, then rewritten: `application/json`, and every other media type but an
+    /// event stream (clients read `application/json-rpc` and the like as JSON too: whatever
+    /// is not JSON becomes the error).
     Json,
     /// `text/event-stream`: each event passed on when complete, the ones that carry a result
-    /// rewritten. `skipping`: the rest of an event too large to read is dropped.
-    Events { stream: EventStream, skipping: bool },
+    /// rewritten. `oversize`: what becomes of an event too large to hold; `dropped`: one that
+    /// could have been an answer was, so calls still unanswered at the end get the error.
+    Events {
+        stream: EventStream,
+        oversize: Oversize,
+        dropped: bool,
+    },
     /// A body the filter cannot read (compressed): replaced with the error, as an event in
     /// an event stream.
     Unreadable { events: bool },
-    /// Another media type: it cannot carry a result a client would read.
-    Untouched,
     /// Replaced already: the rest is dropped.
     Dropped,
+}
+
+/// An event that grew past `max_body_bytes` before its end came.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Oversize {
+    /// None is arriving.
+    No,
+    /// A request or notification of the server's (its message names a `method`): it carries
+    /// no answer, so it streams on as it arrives.
+    Passing,
+    /// Anything else: dropped to its end.
+    Dropping,
 }
 
 /// The response of a request whose `tools/list` results are filtered.
@@ -379,25 +403,23 @@ impl ResponseRewrite {
         content_type: Option<&str>,
         content_encoding: Option<&str>,
     ) -> (ResponseRewrite, Vec<&'static str>) {
-        let content_type = content_type.unwrap_or_default();
-        let events = media_type_is(content_type, "text/event-stream");
-        let json = media_type_is(content_type, "application/json");
+        let events = content_type.is_some_and(|t| media_type_is(t, "text/event-stream"));
         let encoded = content_encoding
             .is_some_and(|e| !e.trim().is_empty() && !e.trim().eq_ignore_ascii_case("identity"));
-        let (body, remove) = match (json || events, encoded) {
-            (false, _) => (Body::Untouched, vec![]),
-            (true, true) => (
+        let (body, remove) = match (events, encoded) {
+            (_, true) => (
                 Body::Unreadable { events },
                 vec!["content-length", "content-encoding"],
             ),
-            (true, false) if events => (
+            (true, false) => (
                 Body::Events {
                     stream: EventStream::new(),
-                    skipping: false,
+                    oversize: Oversize::No,
+                    dropped: false,
                 },
                 vec!["content-length"],
             ),
-            (true, false) => (Body::Json, vec!["content-length"]),
+            (false, false) => (Body::Json, vec!["content-length"]),
         };
         let rewrite = ResponseRewrite {
             filter,
@@ -423,7 +445,6 @@ impl ResponseRewrite {
     /// whether the body ends here.
     pub fn on_body(&mut self, buffered: usize, read: impl FnOnce() -> Vec<u8>, end: bool) -> Chunk {
         match &mut self.body {
-            Body::Untouched => Chunk::Pass,
             Body::Dropped => Chunk::Replace(Vec::new()),
             Body::Unreadable { events } => {
                 let events = *events;
@@ -437,13 +458,21 @@ impl ResponseRewrite {
             Body::Json if !end => Chunk::Buffer,
             Body::Json => {
                 let body = read();
+                if body.iter().all(u8::is_ascii_whitespace) {
+                    return Chunk::Pass; // no answer at all (a 202, a bodiless error)
+                }
                 match self.filter.rewrite(&body) {
                     Some(Rewritten::Unchanged) => Chunk::Pass,
                     Some(Rewritten::Changed(body, hidden)) => {
                         self.hidden += hidden;
                         Chunk::Replace(body)
                     }
-                    None => Chunk::Replace(self.error_body(false)),
+                    // Not JSON: it stands for the calls' answers; with none to answer (a
+                    // resumed stream's GET), it carries no list a client could read.
+                    None => match self.filter.error_payload() {
+                        Some(payload) => Chunk::Replace(payload),
+                        None => Chunk::Pass,
+                    },
                 }
             }
             Body::Events { .. } => {
@@ -464,7 +493,12 @@ impl ResponseRewrite {
     }
 
     fn on_events(&mut self, chunk: &[u8], end: bool) -> Chunk {
-        let Body::Events { stream, skipping } = &mut self.body else {
+        let Body::Events {
+            stream,
+            oversize,
+            dropped,
+        } = &mut self.body
+        else {
             return Chunk::Pass;
         };
         stream.push(chunk);
@@ -477,23 +511,41 @@ impl ResponseRewrite {
                 None if end && stream.pending_len() > 0 => stream.take_rest(),
                 None => break,
             };
-            if std::mem::take(skipping) {
-                changed = true; // the end of an event too large to read: dropped
-                continue;
-            }
-            match rewrite_event(&mut self.filter, &event) {
-                Some((bytes, n)) => {
-                    changed = true;
-                    hidden += n;
-                    out.extend_from_slice(&bytes);
-                }
-                None => out.extend_from_slice(&event),
+            match std::mem::replace(oversize, Oversize::No) {
+                Oversize::Passing => out.extend_from_slice(&event), // its end
+                Oversize::Dropping => changed = true,
+                Oversize::No => match rewrite_event(&mut self.filter, &event, self.max_bytes) {
+                    Some((bytes, n)) => {
+                        changed = true;
+                        hidden += n;
+                        out.extend_from_slice(&bytes);
+                    }
+                    None => out.extend_from_slice(&event),
+                },
             }
         }
-        if stream.pending_len() > self.max_bytes {
-            // Too large to read: whatever result it carries becomes the error.
+        if *oversize == Oversize::No && stream.pending_len() > self.max_bytes {
+            // Too large to hold until its end: a server's request or notification streams
+            // on; anything else is dropped, and should it have been a result, the calls left
+            // unanswered get the error when the stream ends.
+            let lines = sse::lines(stream.pending());
+            let names_a_method = sse::data(&lines).is_some_and(|d| names_a_method(&d));
+            *oversize = if names_a_method {
+                Oversize::Passing
+            } else {
+                *dropped = true;
+                Oversize::Dropping
+            };
+        }
+        match oversize {
+            Oversize::Passing => out.extend_from_slice(stream.pending()),
+            Oversize::Dropping => changed = true,
+            Oversize::No => {}
+        }
+        if *oversize != Oversize::No {
             stream.discard_pending();
-            *skipping = true;
+        }
+        if end && *dropped {
             if let Some(payload) = self.filter.error_payload() {
                 out.extend_from_slice(&sse::with_data(&[], &payload));
             }
@@ -508,9 +560,60 @@ impl ResponseRewrite {
     }
 }
 
+/// Whether the start of a JSON-RPC message (`data`, possibly cut short) has a top-level
+/// `method` member: then it is a request or notification, never an answer (JSON-RPC 2.0 §4,
+/// §5), whatever follows.
+fn names_a_method(data: &[u8]) -> bool {
+    let mut depth = 0usize;
+    let mut in_string = false;
+    let mut escaped = false;
+    let mut key_start = None;
+    let mut expect_key = false;
+    for (i, &b) in data.iter().enumerate() {
+        if in_string {
+            match (escaped, b) {
+                (true, _) => escaped = false,
+                (false, b'\\') => escaped = true,
+                (false, b'"') => {
+                    in_string = false;
+                    if let Some(start) = key_start.take() {
+                        if &data[start..i] == b"method" {
+                            return true;
+                        }
+                    }
+                }
+                _ => {}
+            }
+            continue;
+        }
+        match b {
+            b'"' => {
+                in_string = true;
+                if depth == 1 && expect_key {
+                    key_start = Some(i + 1);
+                    expect_key = false;
+                }
+            }
+            b'{' | b'[' => {
+                depth += 1;
+                expect_key = depth == 1 && b == b'{';
+            }
+            b'}' | b']' => depth = depth.saturating_sub(1),
+            b',' if depth == 1 => expect_key = true,
+            _ => {}
+        }
+    }
+    false
+}
+
 /// An event rewritten when it carries a result of the calls (or data the filter cannot read
-/// while a call is unanswered); `None` to pass it on as it is.
-fn rewrite_event(filter: &mut ListFilter, event: &[u8]) -> Option<(Vec<u8>, u64)> {
+/// while a call is unanswered); `None` to pass it on as it is. A result in an event larger
+/// than `max_bytes` becomes the error.
+fn rewrite_event(
+    filter: &mut ListFilter,
+    event: &[u8],
+    max_bytes: usize,
+) -> Option<(Vec<u8>, u64)> {
     let lines = sse::lines(event);
     let data = sse::data(&lines)?;
     if data.iter().all(u8::is_ascii_whitespace) {
@@ -518,6 +621,9 @@ fn rewrite_event(filter: &mut ListFilter, event: &[u8]) -> Option<(Vec<u8>, u64)
     }
     match filter.rewrite(&data) {
         Some(Rewritten::Unchanged) => None,
+        Some(Rewritten::Changed(..)) if event.len() > max_bytes => {
+            Some((sse::with_data(&lines, &filter.error_for_all()), 0))
+        }
         Some(Rewritten::Changed(payload, hidden)) => {
             Some((sse::with_data(&lines, &payload), hidden))
         }

@@ -258,10 +258,26 @@ fn a_compressed_body_becomes_the_error_and_loses_its_encoding() {
 }
 
 #[test]
-fn other_media_types_pass_untouched() {
-    let (mut r, remove) = rewrite_for("text/plain", None);
-    assert!(remove.is_empty());
-    assert_eq!(r.on_body(3, || unreachable!(), true), Chunk::Pass);
+fn every_other_media_type_is_read_as_json_and_what_is_not_json_becomes_the_error() {
+    // Clients read application/json-rpc and the like as JSON: so does the filter.
+    let (mut r, remove) = rewrite_for("application/json-rpc", None);
+    assert_eq!(remove, vec!["content-length"]);
+    let v: Value =
+        serde_json::from_slice(&replaced(r.on_body(ONE.len(), || ONE.into(), true))).unwrap();
+    assert_eq!(v["result"]["tools"], json!([{"name": "echo"}]));
+    let (mut r, _) = rewrite_for("text/html", None);
+    let out = replaced(r.on_body(6, || b"<html>".to_vec(), true));
+    assert_eq!(
+        serde_json::from_slice::<Value>(&out).unwrap()["error"]["code"],
+        ERROR_CODE
+    );
+    // No body at all (a 202) stays so.
+    let (mut r, _) = rewrite_for("text/plain", None);
+    assert_eq!(r.on_body(0, Vec::new, true), Chunk::Pass);
+    // A GET stream's other answers (no calls to answer): what is not JSON passes.
+    let (mut r, _) =
+        ResponseRewrite::new(ListFilter::replayed(vec![]), 4096, Some("text/plain"), None);
+    assert_eq!(r.on_body(9, || b"Not found".to_vec(), true), Chunk::Pass);
 }
 
 /// Feeds an event stream in `chunks`; what the client receives, chunk by chunk.
@@ -341,7 +357,7 @@ fn an_unreadable_event_becomes_the_error_event() {
 }
 
 #[test]
-fn an_event_too_large_is_dropped_and_the_error_stands_for_its_result() {
+fn an_event_too_large_to_hold_is_dropped_and_the_error_comes_if_no_result_does() {
     let big = format!(
         "data: {{\"jsonrpc\":\"2.0\",\"id\":1,\"result\":{{\"tools\":[{}{{\"name\":\"delete_all\"}}]}}}}\n\n",
         "{\"name\":\"echo\"},".repeat(20)
@@ -350,12 +366,50 @@ fn an_event_too_large_is_dropped_and_the_error_stands_for_its_result() {
     let (b, c) = rest.split_at(100);
     let (out, _) = stream(&[NOTE, a, b, c, NOTE], 200);
     assert_eq!(out[0], NOTE);
-    let all = out[1..4].concat();
-    assert!(!String::from_utf8_lossy(&all).contains("delete_all"));
-    assert!(!String::from_utf8_lossy(&all).contains("echo"));
-    let v: Value = serde_json::from_slice(&sse::data(&sse::lines(&all)).unwrap()).unwrap();
+    assert!(
+        out[1..4].concat().is_empty(),
+        "dropped, nothing of it passes"
+    );
+    let last = String::from_utf8(out[4].clone()).unwrap();
+    assert!(
+        last.starts_with(std::str::from_utf8(NOTE).unwrap()),
+        "the stream goes on"
+    );
+    let error = &out[4][NOTE.len()..];
+    let v: Value = serde_json::from_slice(&sse::data(&sse::lines(error)).unwrap()).unwrap();
+    assert_eq!(
+        (v["id"].clone(), v["error"]["code"].clone()),
+        (json!(1), json!(ERROR_CODE))
+    );
+
+    // A large notification before the result streams on as it arrives (it names a method:
+    // no answer), and the result still comes filtered.
+    let note = format!(
+        "data: {{\"jsonrpc\":\"2.0\",\"method\":\"notifications/message\",\"params\":{{\"data\":\"{}\"}}}}\n\n",
+        "x".repeat(400)
+    );
+    let (n1, n2) = note.as_bytes().split_at(250);
+    let result = format!("data: {ONE}\n\n");
+    let (out, hidden) = stream(&[n1, n2, result.as_bytes()], 200);
+    assert_eq!(hidden, 1);
+    assert_eq!(out[0], n1, "past the limit: what came goes on at once");
+    assert_eq!(out[1], n2);
+    let v: Value = serde_json::from_slice(&sse::data(&sse::lines(&out[2])).unwrap()).unwrap();
+    assert_eq!(v["result"]["tools"], json!([{"name": "echo"}]));
+}
+
+#[test]
+fn a_result_event_larger_than_the_limit_becomes_the_error_even_when_whole() {
+    let result = format!("id: 3\ndata: {ONE}\n\n");
+    let (out, hidden) = stream(&[result.as_bytes()], 40);
+    assert_eq!(hidden, 0);
+    let lines = sse::lines(&out[0]);
+    assert_eq!(lines[0], sse::Line::Other(b"id: 3"));
+    let v: Value = serde_json::from_slice(&sse::data(&lines).unwrap()).unwrap();
     assert_eq!(v["error"]["code"], ERROR_CODE);
-    assert_eq!(out[4], NOTE, "the stream goes on after it");
+    // A large event that is no answer passes whole.
+    let (out, _) = stream(&[NOTE], 40);
+    assert_eq!(out[0], NOTE);
 }
 
 #[test]
@@ -389,4 +443,62 @@ fn a_resumed_stream_filters_every_replayed_tool_list_whatever_its_id() {
         );
     }
     assert_eq!(f.error_payload(), None);
+}
+
+/// What the rewrite of a real-sized list costs natively (`cargo test --release --lib
+/// times_the_rewrite -- --ignored --nocapture`): 50 tools of about 360 bytes, 10 hidden.
+#[test]
+#[ignore]
+fn times_the_rewrite() {
+    let tools: Vec<Value> = (0..50)
+        .map(|i| {
+            json!({"name": format!("tool_{i}"), "description": "Do one thing to a repository, with every detail a model needs to know.",
+                   "inputSchema": {"type": "object", "properties": {"owner": {"type": "string"}, "repo": {"type": "string"},
+                   "number": {"type": "integer", "description": "Number or id"}, "state": {"type": "string", "enum": ["open", "closed"]}},
+                   "required": ["owner", "repo", "number"]}})
+        })
+        .collect();
+    let body = json!({"jsonrpc": "2.0", "id": 1, "result": {"tools": tools}}).to_string();
+    let hidden: Vec<String> = (0..10).map(|i| format!("tool_{}", i * 5)).collect();
+    let hidden: Vec<&str> = hidden.iter().map(String::as_str).collect();
+    let n = 2000;
+    let start = std::time::Instant::now();
+    for _ in 0..n {
+        let mut f = filter(&[json!(1)], false, &hidden);
+        assert!(matches!(
+            f.rewrite(body.as_bytes()),
+            Some(Rewritten::Changed(_, 10))
+        ));
+    }
+    let rewrite = start.elapsed() / n;
+    let start = std::time::Instant::now();
+    for _ in 0..n {
+        let _: serde::de::IgnoredAny = serde_json::from_str(&body).unwrap();
+    }
+    let scan = start.elapsed() / n;
+    eprintln!(
+        "{} bytes: {rewrite:?} per rewrite, {scan:?} to scan it once",
+        body.len()
+    );
+}
+
+#[test]
+fn tells_a_message_that_names_a_method_from_its_first_bytes() {
+    for yes in [
+        &br#"{"jsonrpc":"2.0","method":"notifications/progress","params":{"#[..],
+        br#"{"params":{"method":"x","a":[1,{"b":"}"}]},"method""#,
+        br#" { "jsonrpc" : "2.0" ,
+ "method""#,
+    ] {
+        assert!(names_a_method(yes), "{}", String::from_utf8_lossy(yes));
+    }
+    for no in [
+        &br#"{"jsonrpc":"2.0","id":1,"result":{"tools":[{"name":"method","method":"#[..],
+        br#"{"id":"method","result""#,
+        br#"[{"jsonrpc":"2.0","method":"x"}"#,
+        br#"{"jsonrpc":"2.0","meth\u006fd":"x""#,
+        br#"{"x":""method""#,
+    ] {
+        assert!(!names_a_method(no), "{}", String::from_utf8_lossy(no));
+    }
 }

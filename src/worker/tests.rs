@@ -1522,7 +1522,7 @@ fn a_list_that_cannot_be_read_becomes_a_json_rpc_error() {
 }
 
 #[test]
-fn a_resumed_event_stream_has_its_replayed_tool_lists_filtered() {
+fn a_get_event_stream_has_every_tool_list_on_it_filtered() {
     let mut w = worker(&tools_json(true), FakeHost::new());
     let token = bearer("rsa-a", "rsa-a", "mcp:read");
     let mut pairs = vec![
@@ -1532,12 +1532,14 @@ fn a_resumed_event_stream_has_its_replayed_tool_lists_filtered() {
         ("authorization", token.as_str()),
         ("accept", "text/event-stream"),
     ];
-    // Without Last-Event-ID a GET stream carries no answers: it is not looked at.
+    // A GET stream's answers (resumed streams, the HTTP+SSE transport) are to requests the
+    // filter did not see: every tool list on it is filtered.
     assert_eq!(
         w.on_request_headers(CTX, &serialize_pairs(&pairs), true),
         Flow::Continue
     );
-    assert_eq!(w.pending_len(), 0);
+    assert_eq!(w.pending_len(), 1);
+    w.on_done(CTX);
     pairs.push(("last-event-id", "stream-1:4"));
     assert_eq!(
         w.on_request_headers(CTX + 1, &serialize_pairs(&pairs), true),

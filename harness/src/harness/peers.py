@@ -269,13 +269,18 @@ class McpServer(PeerProcess):
     own resource-server mode (for the differential test). For the tools/list tests:
     `json_response` (application/json answers instead of event streams), `extra_tools` (more
     tool names), `slow_list` (seconds a tools/list waits after sending a log notification on
-    its stream), `list_extra` (`--list-cursor` etc. of peers/mcp_server.py, as {option: value})."""
+    its stream), `list_extra` (`--list-cursor` etc. of peers/mcp_server.py, as {option: value}),
+    `event_store` (resumable streams; `retry_ms`), `close_list_stream` (tools/list closes its
+    stream after the notification: the client resumes with GET + Last-Event-ID), `transport`
+    ("sse": MCP 2024-11-05's HTTP+SSE, GET /mcp/sse and POST /mcp/messages/)."""
 
     name = "mcp-server"
 
     def __init__(self, *, python: Path | str = PY2, auth_issuer: str | None = None, jwks_uri: str | None = None,
                  required_scopes: list[str] = (), json_response: bool = False, extra_tools: list[str] = (),
-                 slow_list: float | None = None, list_extra: dict[str, str] | None = None):
+                 slow_list: float | None = None, list_extra: dict[str, str] | None = None,
+                 event_store: bool = False, retry_ms: int | None = None, close_list_stream: bool = False,
+                 transport: str | None = None):
         command = [str(python), str(PEERS / "mcp_server.py"), "--port", "0"]
         if auth_issuer:
             command += ["--auth-issuer", auth_issuer]
@@ -291,6 +296,14 @@ class McpServer(PeerProcess):
             command += ["--slow-list", str(slow_list)]
         for option, value in (list_extra or {}).items():
             command += [option, str(value)]
+        if event_store:
+            command.append("--event-store")
+        if retry_ms is not None:
+            command += ["--retry-ms", str(retry_ms)]
+        if close_list_stream:
+            command.append("--close-list-stream")
+        if transport:
+            command += ["--transport", transport]
         super().__init__(command)
 
     @property
