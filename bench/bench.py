@@ -9,13 +9,18 @@ only) | reply (the same trimmed module given our 401 and metadata responses: rea
 sends the matching one, the least any filter that answers a request itself costs; noauth and
 metadata only) | jwt (jwt_authn, default config) | jwt_cache (jwt_authn + jwt_cache_config) |
 ours (the filter under test) | ours_opaque (the same, its issuer also introspecting opaque tokens
-at bench/introspection_stub.py; hot only).
+at bench/introspection_stub.py; hot only) | ours_tools, ours_tools_off, ours_tools_sse,
+ours_tools_sse_off (ours with `tool_scopes` reserving 10 of a 50-tool list to mcp:admin,
+`filter_tools_list` on / off, the route answering that list as application/json or as one
+text/event-stream event; tools_list only).
 
 Scenarios: hot (one valid RS256 token reused; for ours_opaque one opaque token, introspected once
 and then answered from the introspection cache), cold (a distinct valid RS256 token per request),
 forged (distinct tokens with random signatures), noauth (no Authorization header: 401 from
 ours, reply and jwt_authn, 200 from none/noop), metadata (GET /.well-known/oauth-protected-resource/mcp;
-ours and reply answer it, none/noop answer "ok"). Rounds are interleaved (round r runs every scenario on
+ours and reply answer it, none/noop answer "ok"), tools_list (POST /mcp of a JSON-RPC `tools/list`
+call with the hot token, which lacks mcp:admin: the filtering variants hide 10 of the 50 tools,
+the pass-through ones answer all 50; checked before measuring). Rounds are interleaved (round r runs every scenario on
 every variant, variant order rotated), and every number reported is a median over rounds, so
 load from other processes on the machine hits all variants alike: read the ratios, not the
 absolute numbers.
@@ -28,6 +33,10 @@ Then a memory check on a separate Envoy with only our filter: memory after 10k d
 tokens vs after many more (up to --mem-tokens, within --mem-seconds).
 
     .venv/bin/python bench/bench.py [--rounds 3] [--duration 4] [--connections 4] [--quick]
+    .venv/bin/python bench/bench.py --quick --scenarios tools_list --out /tmp/bench-tools
+
+`--scenarios`/`--variants` restrict the rounds (and the Envoy's listeners) to those; such a run
+skips the memory check, and the flood unless ours_opaque runs.
 
 Writes bench/results.md, bench/results.json, bench/results.svg (when matplotlib is present) and
 prints the table. Token pools are cached in bench/.cache (minted once, valid 30 days).
@@ -56,7 +65,8 @@ from introspection_stub import IntrospectionStub
 from load import Pool, claims, log, opaque_pools, run_wrk, token_pool
 from report import fmt_bytes, median, rerender, write_results
 from variants import (BENCH, CACHE, ISSUER, NOOP_WASM, OPAQUE_MAX_IN_FLIGHT, OURS_WASM, PROTECTED_PATH, RESOURCE,
-                      SCENARIOS, VARIANTS, bootstrap, pool_of, probe, same_answers, start_envoy, trim_noop)
+                      SCENARIOS, TOOLS_VARIANTS, VARIANTS, bootstrap, pool_of, probe, request_of, same_answers,
+                      start_envoy, tools_answers, trim_noop)
 
 FLOOD_CONNECTIONS = (4, 64)
 
@@ -179,6 +189,33 @@ def memory_check(args, workers: int, expected_rps: float | None) -> dict:
         envoy.stop()
 
 
+def plan_of(scenarios: str | None, variants: str | None) -> dict[str, list[str]]:
+    """scenario -> the variants it runs on, restricted to the comma-separated `scenarios` and
+    `variants` (None: all); scenarios left with no variant are dropped."""
+    def pick(arg: str | None, known: list[str], what: str) -> list[str]:
+        if not arg:
+            return known
+        names = [n.strip() for n in arg.split(",") if n.strip()]
+        unknown = [n for n in names if n not in known]
+        if unknown:
+            raise SystemExit(f"unknown {what} {unknown}: choose from {', '.join(known)}")
+        return names
+    scens = pick(scenarios, list(SCENARIOS), "scenarios")
+    wanted = pick(variants, VARIANTS, "variants")
+    plan = {s: [v for v in SCENARIOS[s][0] if v in wanted] for s in SCENARIOS if s in scens}
+    return {s: vs for s, vs in plan.items() if vs}
+
+
+FILTERED_2XX = ("http.ours_tools.downstream_rq_2xx", "http.ours_tools_sse.downstream_rq_2xx")
+
+
+def tools_counters(envoy) -> dict[str, int]:
+    """mcp_oauth_tools_hidden and the 2xx answers of the two filtering listeners (every request,
+    in flight at wrk's end too), to count the tools hidden per filtered tools/list."""
+    stats = envoy.stats("mcp_oauth_tools_hidden|downstream_rq_2xx")
+    return {"hidden": stats.get("mcp_oauth_tools_hidden", 0), "requests": sum(stats.get(k, 0) for k in FILTERED_2XX)}
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--rounds", type=int, default=5)
@@ -193,6 +230,8 @@ def main() -> int:
     ap.add_argument("--no-memcheck", action="store_true")
     ap.add_argument("--only-memcheck", action="store_true", help="skip the throughput rounds")
     ap.add_argument("--quick", action="store_true", help="3 rounds x 1 s, 100k-token memory check in 30 s")
+    ap.add_argument("--scenarios", metavar="A,B", help=f"only these scenarios ({','.join(SCENARIOS)}); no memory check")
+    ap.add_argument("--variants", metavar="A,B", help=f"only these variants ({','.join(VARIANTS)}); no memory check")
     ap.add_argument("--out", type=Path, default=BENCH)
     ap.add_argument("--render", type=Path, metavar="RESULTS_JSON", help="only re-render md/svg from a results.json")
     args = ap.parse_args()
@@ -204,6 +243,14 @@ def main() -> int:
         args.mem_tokens, args.mem_seconds = min(args.mem_tokens, 100_000), min(args.mem_seconds, 30)
         args.flood_seconds = min(args.flood_seconds, 2.0)
     command = " ".join(["python", "bench/bench.py"] + sys.argv[1:])
+    plan = plan_of(args.scenarios, args.variants)
+    if not plan:
+        print("no scenario left to run on the chosen variants", file=sys.stderr)
+        return 1
+    restricted = bool(args.scenarios or args.variants)
+    variants = [v for v in VARIANTS if any(v in vs for vs in plan.values())]
+    if restricted:
+        args.no_memcheck = True
     for f in (OURS_WASM, NOOP_WASM):
         if not f.exists():
             print(f"missing {f} (make build; cargo build in bench/noop)", file=sys.stderr)
@@ -215,16 +262,12 @@ def main() -> int:
     workers = max(1, os.cpu_count() or 1)
     t_start = time.monotonic()
 
-    pools = {
-        "hot": None,
-        "cold": token_pool("cold", "rsa-a", args.cold_tokens, workers),
-        "forged": token_pool("forged", "rsa-a", args.cold_tokens, workers),
-    }
+    # The cold and forged pools only when those scenarios run (minting 200k takes a while).
+    pools = {kind: token_pool(kind, "rsa-a", args.cold_tokens, workers) for kind in ("cold", "forged") if kind in plan}
     CACHE.mkdir(exist_ok=True)
     hot_file = CACHE / "hot.txt"
     hot_file.write_text(tk.mint(claims(0, "hot"), key="rsa-a") + "\n")
     pools["hot"] = Pool(hot_file)
-    pools["cold"].cursor = 0
     pools["opaque_hot"], pools["opaque_random"] = opaque_pools(args.flood_tokens)
     opaque_hot = open(pools["opaque_hot"].path).readline().strip()
 
@@ -240,9 +283,10 @@ def main() -> int:
         "rounds": args.rounds,
         "wasm_size_ours": OURS_WASM.stat().st_size,
         "wasm_size_noop": NOOP_WASM.stat().st_size,
-        "cold_pool": len(pools["cold"]),
-        "forged_pool": len(pools["forged"]),
+        "cold_pool": len(pools["cold"]) if "cold" in pools else 0,
+        "forged_pool": len(pools["forged"]) if "forged" in pools else 0,
         "command": command,
+        "scenarios": list(plan),
     }
 
     if args.only_memcheck:
@@ -251,53 +295,78 @@ def main() -> int:
         return 0
 
     stub = IntrospectionStub(live={opaque_hot}, issuer=ISSUER, resource=RESOURCE).start()
-    envoy = start_envoy(bootstrap(VARIANTS, stub.cluster()))
-    raw: dict = {s: {v: [] for v in SCENARIOS[s][0]} for s in SCENARIOS}
+    envoy = start_envoy(bootstrap(variants, stub.cluster()))
+    raw: dict = {s: {v: [] for v in vs} for s, vs in plan.items()}
     memory: dict = {}
     flood: dict = {}
-    cursors = {v: {"cold": 0, "forged": 0} for v in VARIANTS}
+    tools: dict = {}
+    cursors = {v: {"cold": 0, "forged": 0} for v in variants}
     try:
         log(f"envoy up: {envoy.ports} (admin {envoy.admin_port})")
         hot_token = hot_file.read_text().strip()
-        forged_token = open(pools["forged"].path).readline().strip()
+        forged_token = open(pools["forged"].path).readline().strip() if "forged" in pools else None
         first = {"hot": hot_token, "cold": hot_token, "forged": forged_token, "opaque_hot": opaque_hot}
         # Sanity: each variant answers each scenario as expected (the tokens are right).
-        for scen, (variants, _, path, expect) in SCENARIOS.items():
-            for v in variants:
-                got = probe(envoy.ports[v], path, first.get(pool_of(scen, v) or ""))
+        for scen, scen_variants in plan.items():
+            path, expect = SCENARIOS[scen][2], SCENARIOS[scen][3]
+            for v in scen_variants:
+                got = probe(envoy.ports[v], path, first.get(pool_of(scen, v) or ""), **request_of(scen))
                 if got != expect[v]:
                     log(f"WARNING: {scen} on {v} answered {got}, expected {expect[v]}")
-        for problem in same_answers(envoy.ports):
-            log(f"WARNING: {problem}")
-        # Warm-up: let V8 tier up the wasm code and every path get hot (hot, forged, 401, metadata).
+        if "ours" in envoy.ports and "reply" in envoy.ports:
+            for problem in same_answers(envoy.ports):
+                log(f"WARNING: {problem}")
+        # tools_list: the filtering variants must hide the 10 tools, the others pass all 50 on;
+        # measuring anything else would measure the wrong thing.
+        if "tools_list" in plan:
+            problems = tools_answers(envoy.ports, hot_token)
+            for problem in problems:
+                log(f"ERROR: tools_list: {problem}")
+            if problems:
+                log("ERROR: tools_list answers are not what the scenario measures (is the .wasm built "
+                    "from a source with filter_tools_list?): stopping")
+                return 1
+            log(f"tools_list: {', '.join(v for v in TOOLS_VARIANTS if v in envoy.ports)} answer as expected")
+        # Warm-up: let V8 tier up the wasm code and every path get hot (hot, forged, 401, metadata,
+        # tools/list).
         log("warm-up ...")
-        for v in VARIANTS:
-            for scen in ("hot", "noauth", "metadata"):
-                if v in SCENARIOS[scen][0]:
+        for v in variants:
+            for scen in ("hot", "noauth", "metadata", "tools_list"):
+                if v in plan.get(scen, ()):
                     pool_name = pool_of(scen, v)
                     run_wrk(envoy.ports[v], SCENARIOS[scen][2], pools[pool_name] if pool_name else None,
-                            1, args.connections)
+                            1, args.connections, **request_of(scen))
         calls_before_rounds = stub.count()
+        tools_before = tools_counters(envoy) if "tools_list" in plan else None
         for r in range(args.rounds):
-            for scen, (variants, _, path, _) in SCENARIOS.items():
-                order = variants[r % len(variants):] + variants[: r % len(variants)]
+            for scen, scen_variants in plan.items():
+                path = SCENARIOS[scen][2]
+                order = scen_variants[r % len(scen_variants):] + scen_variants[: r % len(scen_variants)]
                 for v in order:
                     pool_name = pool_of(scen, v)
                     pool = pools[pool_name] if pool_name else None
                     if pool_name in ("cold", "forged"):
                         pool.cursor = cursors[v][pool_name]
-                    res = run_wrk(envoy.ports[v], path, pool, args.duration, args.connections, envoy)
+                    res = run_wrk(envoy.ports[v], path, pool, args.duration, args.connections, envoy,
+                                  **request_of(scen))
                     if pool_name in ("cold", "forged"):
                         cursors[v][pool_name] = pool.cursor
                     raw[scen][v].append(res)
                 memory[scen] = envoy.memory()
                 log(f"round {r + 1}/{args.rounds} {scen:8s} " + "  ".join(
-                    f"{v}={raw[scen][v][-1]['rps']:,.0f}" for v in variants))
-        # The hot opaque token was introspected once (sanity probe); the rounds must not call again.
-        flood["hot_calls"] = stub.count() - calls_before_rounds
+                    f"{v}={raw[scen][v][-1]['rps']:,.0f}" for v in scen_variants))
+        if tools_before is not None:
+            after = tools_counters(envoy)
+            tools = {k: after[k] - tools_before[k] for k in after}
+            tools["per_request"] = tools["hidden"] / max(tools["requests"], 1)
+            log(f"tools_list rounds: mcp_oauth_tools_hidden +{tools['hidden']:,} over {tools['requests']:,} "
+                f"filtered tools/list answers ({tools['per_request']:.2f} per request)")
         log("ours counters: " + json.dumps(envoy.stats("mcp_oauth")))
-        log(f"opaque-token flood: {args.flood_seconds:.0f} s per run, connections {FLOOD_CONNECTIONS} ...")
-        flood["runs"] = opaque_flood(envoy, stub, pools["opaque_random"], args.flood_seconds)
+        if "ours_opaque" in variants:
+            # The hot opaque token was introspected once (sanity probe); the rounds must not call again.
+            flood["hot_calls"] = stub.count() - calls_before_rounds
+            log(f"opaque-token flood: {args.flood_seconds:.0f} s per run, connections {FLOOD_CONNECTIONS} ...")
+            flood["runs"] = opaque_flood(envoy, stub, pools["opaque_random"], args.flood_seconds)
     finally:
         envoy.stop()
         stub.stop()
@@ -306,12 +375,12 @@ def main() -> int:
     if not args.no_memcheck:
         log(f"memory check: up to {args.mem_tokens:,} distinct {args.mem_key} tokens within {args.mem_seconds:.0f}s ...")
         expected = None
-        if args.mem_key == "rsa-a" and raw["cold"]["ours"]:
+        if args.mem_key == "rsa-a" and raw.get("cold", {}).get("ours"):
             expected = median([r["rps"] for r in raw["cold"]["ours"]])
         memcheck = memory_check(args, workers, expected)
 
     meta["elapsed_s"] = round(time.monotonic() - t_start)
-    write_results(args.out, meta, raw, memory, memcheck, flood)
+    write_results(args.out, meta, raw, memory, memcheck, flood, tools)
     return 0
 
 

@@ -1,5 +1,6 @@
 """What the benchmark sends: pools of tokens (one a line, minted once into bench/.cache and
-reused while valid), sent by wrk (bench/wrk_tokens.lua), one token per request.
+reused while valid), sent by wrk (bench/wrk_tokens.lua), one token per request; `GET` unless the
+scenario says otherwise (tools_list: `POST` of a JSON-RPC `tools/list` call, variants.REQUESTS).
 
 Pools: hot (one valid RS256 token), cold (distinct valid tokens), forged (distinct tokens with
 random signatures of the right length), mem (distinct valid tokens for the memory check; the
@@ -138,14 +139,18 @@ def opaque_pools(count: int) -> tuple[Pool, Pool]:
 
 
 def run_wrk(port: int, path: str, pool: Pool | None, duration: float, connections: int,
-            envoy: Envoy | None = None) -> dict:
-    """One wrk run (1 thread) of GET `path` on 127.0.0.1:`port`, a token per request from `pool`
-    (continuing at its cursor; None: no Authorization header); wrk's numbers, requests/s, and
-    with `envoy` its CPU time per request."""
+            envoy: Envoy | None = None, method: str = "GET", body: str | None = None,
+            headers: list[tuple[str, str]] = ()) -> dict:
+    """One wrk run (1 thread) of `method path` (default GET, no body) on 127.0.0.1:`port`, with
+    `body` and `headers` if given, a token per request from `pool` (continuing at its cursor;
+    None: no Authorization header); wrk's numbers, requests/s, and with `envoy` its CPU time per
+    request."""
     offset = pool.take(0) if pool else 0
     cpu0 = envoy.cpu_ns() if envoy else 0
     cmd = ["wrk", "-t1", f"-c{connections}", f"-d{max(1, round(duration))}s", "-s", str(WRK_SCRIPT),
            f"http://127.0.0.1:{port}", "--", str(pool.path) if pool else "-", path, str(offset)]
+    if method != "GET" or body is not None or headers:
+        cmd += [method, "-" if body is None else body] + [f"{n}: {v}" for n, v in headers]
     res = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=duration + 60)
     m = re.search(r"^BENCH_JSON (\{.*\})$", res.stdout, re.M)
     if not m:

@@ -9,7 +9,7 @@ import statistics
 from pathlib import Path
 
 from load import log
-from variants import LABELS, METADATA_PATH, SCENARIOS, VARIANTS
+from variants import HIDDEN_COUNT, LABELS, METADATA_PATH, SCENARIOS, TOOL_COUNT, TOOLS_LIST_CALL, VARIANTS
 
 
 def median(xs):
@@ -70,6 +70,11 @@ TARGETS = [
     # Where the floor itself stands: the least a 401 or metadata answer from wasm costs.
     ("noauth", "noop", None, None, "local-reply floor's 401 ÷ no-op floor", "reply"),
     ("metadata", "noop", None, None, "local-reply floor's metadata ÷ no-op floor", "reply"),
+    # What filtering a 50-tool tools/list answer costs: the same listener config with
+    # filter_tools_list on (10 tools hidden, cacheScope private) ÷ off (passed through untouched).
+    ("tools_list", "ours_tools_off", None, None, "tools/list filtered ÷ pass-through", "ours_tools"),
+    ("tools_list", "ours_tools_sse_off", None, None, "tools/list filtered ÷ pass-through, event stream",
+     "ours_tools_sse"),
 ]
 
 
@@ -120,19 +125,25 @@ def render_flood(flood: dict) -> list[str]:
 
 
 def render_markdown(meta: dict, summary: dict, ratio_rows: list[dict], memory: dict, memcheck: dict,
-                    flood: dict | None = None) -> str:
+                    flood: dict | None = None, tools: dict | None = None) -> str:
     L = []
     L.append("# mcp-oauth-filter benchmark\n")
     L.append(f"- Date: {meta['date']}")
     L.append(f"- Envoy: {meta['envoy_version']}, `--concurrency 1`, V8 wasm runtime; one listener per variant, "
-             "all with the same `direct_response` route (200 \"ok\").")
+             "all with the same `direct_response` route (200 \"ok\") but the tools_list variants' (a 50-tool "
+             "`tools/list` answer).")
     L.append(f"- Machine: {meta['machine']}. Shared with other jobs: absolute numbers are noise, "
              "**read the ratios** (all variants run interleaved in the same rounds).")
     L.append(f"- Load: wrk, 1 thread, {meta['connections']} connections, {meta['duration']} s per run, "
              f"{meta['rounds']} rounds (variant order rotated each round); numbers are medians over rounds.")
     L.append(f"- `.wasm` sizes: ours {meta['wasm_size_ours']:,} bytes; no-op {meta['wasm_size_noop']:,} bytes.")
-    L.append(f"- Tokens: RS256, fixture key `rsa-a` (2048-bit, kid `rsa-a`); cold pool {meta['cold_pool']:,} distinct, "
-             f"forged pool {meta['forged_pool']:,} distinct (random 256-byte signatures).")
+    if meta.get("cold_pool"):
+        L.append(f"- Tokens: RS256, fixture key `rsa-a` (2048-bit, kid `rsa-a`); cold pool {meta['cold_pool']:,} distinct, "
+                 f"forged pool {meta['forged_pool']:,} distinct (random 256-byte signatures).")
+    else:
+        L.append("- Tokens: RS256, fixture key `rsa-a` (2048-bit, kid `rsa-a`).")
+    if meta.get("scenarios") and set(meta["scenarios"]) != set(SCENARIOS):
+        L.append(f"- Scenarios run: {', '.join(meta['scenarios'])} only (`--scenarios`/`--variants`; no memory check).")
     L.append(f"- Command: `{meta['command']}`\n")
 
     L.append("## Ratios: ours ÷ reference\n")
@@ -140,13 +151,21 @@ def render_markdown(meta: dict, summary: dict, ratio_rows: list[dict], memory: d
              "(the targets' definition). **CPU**: the reference's Envoy CPU time per request ÷ ours "
              "(same direction: > 1× means ours is cheaper); it barely depends on what else runs on the "
              "machine, so trust it when the two disagree on a busy machine. The `opaque hot` rows measure ours with "
-             "one opaque token whose introspection answer is cached; the last two rows measure the "
-             "local-reply floor, not ours: where the least any wasm answer costs stands against the no-op.\n")
+             "one opaque token whose introspection answer is cached; the two `local-reply floor's` rows measure the "
+             "local-reply floor, not ours: where the least any wasm answer costs stands against the no-op. The "
+             "`tools/list` rows measure ours against itself: a 50-tool `tools/list` answer filtered "
+             f"(`filter_tools_list` on: {HIDDEN_COUNT} tools hidden from the token, `cacheScope: \"private\"`) ÷ "
+             "passed through untouched (`filter_tools_list: false`; the request body is read either way), "
+             "as `application/json` and as one `text/event-stream` event.\n")
     L.append("| ratio | req/s | result | CPU/request | result | target |")
     L.append("|---|---:|---|---:|---|---:|")
     for r in ratio_rows:
         tgt = "" if r["target"] is None else f"≥ {r['target']}×" + (f" (stretch {r['stretch']}×)" if r["stretch"] else "")
         L.append(f"| {r['label']} | {r['ratio']:.2f}× | {r['status']} | {r['cpu_ratio']:.2f}× | {r['cpu_status']} | {tgt} |")
+    if tools and tools.get("requests"):
+        L.append(f"| `mcp_oauth_tools_hidden` per filtered tools/list (the tools_list rounds) "
+                 f"| {tools['per_request']:.2f} ({tools['hidden']:,} over {tools['requests']:,}) "
+                 f"| {'PASS' if round(tools['per_request'], 2) == HIDDEN_COUNT else 'MISS'} | | | {HIDDEN_COUNT} |")
     if memcheck:
         L.append(f"| wasm linear memory after {memcheck['large_n']:,} distinct tokens vs after {memcheck['small_n']:,} "
                  f"| {fmt_bytes(memcheck['large']['wasm_size'])} vs {fmt_bytes(memcheck['small']['wasm_size'])} "
@@ -236,7 +255,16 @@ def render_markdown(meta: dict, summary: dict, ratio_rows: list[dict], memory: d
         "- Cold: each (variant, round) continues where the previous run on that variant stopped in the "
         "pool, so a caching variant never sees a token twice unless the table says `pool wrapped` "
         "(then tokens repeat after the pool size; jwt_authn's cache of 1000 entries cannot keep them).\n"
-        "- Requests are `GET /mcp` (metadata: `GET " + METADATA_PATH + "`), HTTP/1.1 keep-alive.\n"
+        "- tools_list: `POST /mcp` with `" + TOOLS_LIST_CALL + "`, `content-type: application/json`, "
+        "`accept: application/json, text/event-stream` and the hot token (`mcp:read`, not `mcp:admin`). The "
+        f"route answers a {TOOL_COUNT}-tool list (`direct_response`, which Envoy encodes through the HTTP "
+        "filters, so ours sees it as an upstream's; ~18 KB, 280-390 bytes a tool) whose "
+        f"{HIDDEN_COUNT} `delete_*` tools `tool_scopes` reserves to `mcp:admin`. Before measuring, the "
+        f"bench checks the filtered answers list {TOOL_COUNT - HIDDEN_COUNT} tools with `cacheScope: \"private\"` "
+        "and the pass-through ones are the route's bytes; `mcp_oauth_tools_hidden` over the rounds ÷ the "
+        "filtering listeners' 2xx answers is the row in the ratios table.\n"
+        "- Requests are `GET /mcp` (metadata: `GET " + METADATA_PATH + "`; tools_list: the `POST` above), "
+        "HTTP/1.1 keep-alive.\n"
     )
     return "\n".join(L)
 
@@ -252,20 +280,25 @@ def render_chart(summary: dict, ratio_rows: list[dict], path: Path) -> bool:
         return False
     scens = list(summary)
     colors = {"none": "#bbbbbb", "noop": "#7f7f7f", "noop_trim": "#c7b299", "reply": "#8c564b",
-              "jwt": "#1f77b4", "jwt_cache": "#9ecae1", "ours": "#d62728", "ours_opaque": "#ff9896"}
+              "jwt": "#1f77b4", "jwt_cache": "#9ecae1", "ours": "#d62728", "ours_opaque": "#ff9896",
+              "ours_tools": "#9467bd", "ours_tools_off": "#c5b0d5", "ours_tools_sse": "#e377c2",
+              "ours_tools_sse_off": "#f7b6d2"}
     fig, (ax1, ax3, ax2) = plt.subplots(1, 3, figsize=(19, 6), gridspec_kw={"width_ratios": [3, 3, 2.4]})
-    width = 0.12
+    # Each scenario's bars side by side: only the variants it ran, in VARIANTS order.
+    width = 0.8 / max(len(summary[s]) for s in scens)
     for ax, key, title, ylabel in (
         (ax1, "rps", "Throughput (higher is better)", "requests/s (median, 1 Envoy worker)"),
         (ax3, "cpu_us", "Envoy CPU per request (lower is better)", "µs of Envoy CPU / request (median)"),
     ):
-        for i, var in enumerate(VARIANTS):
+        for var in VARIANTS:
             xs, ys = [], []
             for j, scen in enumerate(scens):
-                if var in summary[scen]:
-                    xs.append(j + (i - (len(VARIANTS) - 1) / 2) * width)
+                present = [v for v in VARIANTS if v in summary[scen]]
+                if var in present:
+                    xs.append(j + (present.index(var) - (len(present) - 1) / 2) * width)
                     ys.append(summary[scen][var][key])
-            ax.bar(xs, ys, width, label=LABELS[var], color=colors[var])
+            if xs:
+                ax.bar(xs, ys, width, label=LABELS[var], color=colors.get(var, "#333333"))
         ax.set_xticks(range(len(scens)))
         ax.set_xticklabels(scens)
         ax.set_ylabel(ylabel)
@@ -294,16 +327,17 @@ def render_chart(summary: dict, ratio_rows: list[dict], path: Path) -> bool:
     return True
 
 
-def write_results(out: Path, meta: dict, raw: dict, memory: dict, memcheck: dict, flood: dict) -> str:
+def write_results(out: Path, meta: dict, raw: dict, memory: dict, memcheck: dict, flood: dict,
+                  tools: dict | None = None) -> str:
     """results.md, results.json and (with matplotlib) results.svg in `out`; returns the markdown."""
     summary, ratio_rows = summarize(raw), ratios(raw)
-    md = render_markdown(meta, summary, ratio_rows, memory, memcheck, flood)
+    md = render_markdown(meta, summary, ratio_rows, memory, memcheck, flood, tools)
     md += f"\nTotal bench time: {meta['elapsed_s']} s.\n"
     out.mkdir(parents=True, exist_ok=True)
     (out / "results.md").write_text(md)
     (out / "results.json").write_text(json.dumps(
         {"meta": meta, "summary": summary, "ratios": ratio_rows, "memory": memory, "memcheck": memcheck,
-         "flood": flood, "raw": raw},
+         "flood": flood, "tools": tools or {}, "raw": raw},
         indent=1))
     charted = render_chart(summary, ratio_rows, out / "results.svg")
     print()
@@ -316,7 +350,7 @@ def rerender(results_json: Path, out: Path) -> str:
     """results.md and results.svg again from a results.json (after a change to the report)."""
     d = json.loads(results_json.read_text())
     summary, rows = summarize(d["raw"]), ratios(d["raw"])
-    md = render_markdown(d["meta"], summary, rows, d["memory"], d["memcheck"], d.get("flood"))
+    md = render_markdown(d["meta"], summary, rows, d["memory"], d["memcheck"], d.get("flood"), d.get("tools"))
     md += f"\nTotal bench time: {d['meta']['elapsed_s']} s.\n"
     out.mkdir(parents=True, exist_ok=True)
     (out / "results.md").write_text(md)

@@ -2,28 +2,60 @@
 -- request, read lazily from a file (one token a line), starting at a byte offset and wrapping
 -- at the end. Token file "-" sends no Authorization header at all.
 --
---   wrk -t1 -c4 -d4s -s bench/wrk_tokens.lua http://127.0.0.1:PORT -- TOKENS PATH BYTE_OFFSET
+--   wrk -t1 -c4 -d4s -s bench/wrk_tokens.lua http://127.0.0.1:PORT -- TOKENS PATH BYTE_OFFSET \
+--       [METHOD [BODY [HEADER ...]]]
+--
+-- Optional: METHOD instead of GET, BODY sent with every request ("-": none; wrk adds its
+-- Content-Length), and each HEADER ("Name: value") added to every request (the tools_list
+-- scenario: POST, a JSON-RPC body, content-type and accept). Without them, GET as before.
 --
 -- Reading lazily keeps memory flat for a million-token file; the cost per request (one
 -- f:read) is the same for every variant, so it cancels out of the ratios.
 -- done() prints one machine-readable line: BENCH_JSON {...}.
 
 local file, path, offset = nil, "/mcp", 0
+local method, body, extra = "GET", nil, nil
 local wrapped = 0
 
 function init(args)
   local name = args[1] or "-"
   path = args[2] or "/mcp"
   offset = tonumber(args[3] or "0") or 0
+  method = args[4] or "GET"
+  if args[5] ~= nil and args[5] ~= "-" then
+    body = args[5]
+  end
+  for i = 6, #args do
+    local k, v = args[i]:match("^([^:]+):%s*(.*)$")
+    assert(k, "header argument must be 'Name: value': " .. args[i])
+    extra = extra or {}
+    extra[k] = v
+  end
   if name ~= "-" then
     file = assert(io.open(name, "rb"))
     file:seek("set", offset)
   end
 end
 
+-- The request's headers: the extra ones (copied: wrk.format adds Host and Content-Length to
+-- the table it is given), plus `authorization` when there is a token.
+local function headers(token)
+  if extra == nil then
+    return token and { ["Authorization"] = "Bearer " .. token } or nil
+  end
+  local h = {}
+  for k, v in pairs(extra) do
+    h[k] = v
+  end
+  if token then
+    h["Authorization"] = "Bearer " .. token
+  end
+  return h
+end
+
 function request()
   if file == nil then
-    return wrk.format("GET", path)
+    return wrk.format(method, path, headers(nil), body)
   end
   local token = file:read("*l")
   if token == nil or token == "" then
@@ -31,7 +63,7 @@ function request()
     file:seek("set", 0)
     token = file:read("*l")
   end
-  return wrk.format("GET", path, { ["Authorization"] = "Bearer " .. token })
+  return wrk.format(method, path, headers(token), body)
 end
 
 function done(summary, latency, requests)
