@@ -104,6 +104,9 @@ pub fn decide<'c>(
 ) -> Decision<'c> {
     let (raw_path, query) = paths::split_query(req.path);
     if let Some(document) = route::origin_document(config, raw_path, req.authority) {
+        if origin_refused(config, req.origin) {
+            return Decision::Respond(response::origin_not_allowed());
+        }
         if cors::is_preflight(req.method, req.origin, req.access_control_request_method) {
             return Decision::Respond(response::preflight());
         }
@@ -113,6 +116,9 @@ pub fn decide<'c>(
     }
     let resource = match route::route(config, raw_path, req.authority) {
         Route::Outside => return Decision::PassThrough,
+        _ if origin_refused(config, req.origin) => {
+            return Decision::Respond(response::origin_not_allowed())
+        }
         Route::Misdirected => return Decision::Respond(response::misdirected(req.origin)),
         _ if cors::is_preflight(req.method, req.origin, req.access_control_request_method) => {
             return Decision::Respond(response::preflight())
@@ -210,6 +216,15 @@ pub fn decide<'c>(
         Err(e) => return deny(ErrorCode::InvalidToken, e.reason(), e.description()),
     };
     authorize(config, resource, index, req, verified)
+}
+
+/// Whether `allowed_origins` refuses the request's `Origin` (byte for byte; `null` never
+/// matches; a request without one is not a browser's cross-origin call and is not refused).
+fn origin_refused(config: &Config, origin: Option<&str>) -> bool {
+    match (&config.allowed_origins, origin) {
+        (Some(allowed), Some(origin)) => !allowed.iter().any(|a| a == origin),
+        _ => false,
+    }
 }
 
 fn resource_index(config: &Config, resource: &ProtectedResource) -> usize {
@@ -612,6 +627,71 @@ mod tests {
         outside.origin = Some("https://app.example");
         outside.access_control_request_method = Some("POST");
         assert_eq!(run(&c, &outside), Decision::PassThrough);
+    }
+
+    #[test]
+    fn refuses_origins_outside_allowed_origins_on_every_path_of_ours() {
+        let mut v = base_json();
+        v["allowed_origins"] = json!(["https://app.example", "http://localhost:6274"]);
+        let c = compile(&v).unwrap();
+        let with_origin =
+            |method: &'static str, path: &'static str, origin: Option<&'static str>| {
+                let mut req = request(method, path, None);
+                req.origin = origin;
+                req.access_control_request_method = (method == "OPTIONS").then_some("POST");
+                run(&c, &req)
+            };
+        for (method, path) in [
+            ("POST", "/mcp"),
+            ("GET", "/mcp/sub"),
+            ("OPTIONS", "/mcp"),
+            ("GET", "/.well-known/oauth-protected-resource/mcp"),
+            ("OPTIONS", "/.well-known/oauth-protected-resource/mcp"),
+        ] {
+            for origin in [
+                "https://evil.example",
+                "null",
+                "https://APP.example",
+                "https://app.example:443",
+            ] {
+                let r = respond(with_origin(method, path, Some(origin)));
+                assert_eq!(
+                    (r.status, r.outcome),
+                    (403, Outcome::Denied(Reason::OriginNotAllowed)),
+                    "{method} {path} {origin}"
+                );
+                assert!(
+                    r.headers
+                        .iter()
+                        .all(|(n, _)| !n.starts_with("access-control-")),
+                    "{method} {path}"
+                );
+            }
+            // Allowed, or no Origin at all: decided as before.
+            for origin in [
+                Some("https://app.example"),
+                Some("http://localhost:6274"),
+                None,
+            ] {
+                let d = with_origin(method, path, origin);
+                assert!(
+                    !matches!(&d, Decision::Respond(r) if r.outcome == Outcome::Denied(Reason::OriginNotAllowed)),
+                    "{method} {path} {origin:?}"
+                );
+            }
+        }
+        // Not a path of ours: not the filter's business.
+        assert_eq!(
+            with_origin("POST", "/other", Some("https://evil.example")),
+            Decision::PassThrough
+        );
+        // Without allowed_origins every origin is served, with `*`.
+        let open = base();
+        let mut req = request("POST", "/mcp", None);
+        req.origin = Some("https://evil.example");
+        let r = respond(run(&open, &req));
+        assert_eq!(r.status, 401);
+        assert_eq!(header(&r, "access-control-allow-origin"), Some("*"));
     }
 
     #[test]

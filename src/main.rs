@@ -133,6 +133,13 @@ fn check(path: &str) -> Result<ExitCode, Failure> {
             FetchState::discovery_urls(&issuer.issuer).join(", ")
         );
     }
+    match &config.allowed_origins {
+        None => println!("browser origins: any (allowed_origins not set)"),
+        Some(origins) => println!(
+            "browser origins: only {} (others get 403; MCP 2026-07-28 transport security)",
+            origins.join(", ")
+        ),
+    }
     println!("issuers:");
     for i in &config.issuers {
         let algs: Vec<&str> = i.algorithms.iter().map(|a| a.name()).collect();

@@ -46,11 +46,13 @@ pub enum Reason {
     IntrospectionUnavailable,
     /// `max_in_flight` introspection calls were outstanding on the worker (503).
     IntrospectionBusy,
+    /// `allowed_origins` is set and the request's `Origin` is not in it (403).
+    OriginNotAllowed,
 }
 
 impl Reason {
     /// Every reason, in declaration order (for counters indexed by reason).
-    pub const ALL: [Reason; 29] = [
+    pub const ALL: [Reason; 30] = [
         Reason::MissingToken,
         Reason::InvalidRequest,
         Reason::BadPath,
@@ -80,6 +82,7 @@ impl Reason {
         Reason::TokenInactive,
         Reason::IntrospectionUnavailable,
         Reason::IntrospectionBusy,
+        Reason::OriginNotAllowed,
     ];
 
     /// The stable short code: the counter suffix and the word logs and the CLI print.
@@ -114,6 +117,7 @@ impl Reason {
             Reason::TokenInactive => "token_inactive",
             Reason::IntrospectionUnavailable => "introspection_unavailable",
             Reason::IntrospectionBusy => "introspection_busy",
+            Reason::OriginNotAllowed => "origin_not_allowed",
         }
     }
 

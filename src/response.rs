@@ -275,6 +275,34 @@ fn plain<'c>(
     }
 }
 
+/// An `Origin` outside `allowed_origins` (MCP 2026-07-28 transport security: DNS
+/// rebinding): 403 without CORS headers, so the page that sent it reads nothing.
+pub fn origin_not_allowed<'c>() -> Response<'c> {
+    plain(
+        403,
+        "forbidden",
+        "requests from this origin are not allowed",
+        Reason::OriginNotAllowed,
+        None,
+        None,
+    )
+}
+
+/// With `allowed_origins` set, a response to an allowed origin names it rather than `*`,
+/// and says it varies by origin (Fetch §3.2.5).
+pub fn name_origin(r: &mut Response<'_>, origin: &str) {
+    let mut named = false;
+    for (name, value) in &mut r.headers {
+        if *name == "access-control-allow-origin" {
+            *value = origin.to_string().into();
+            named = true;
+        }
+    }
+    if named {
+        r.headers.push(("vary", "Origin".into()));
+    }
+}
+
 /// Adds what a browser needs to read the answer, when the request had an `Origin`.
 fn with_cors<'c>(
     mut headers: Vec<(&'static str, Cow<'c, str>)>,

@@ -78,6 +78,10 @@ pub enum ConfigErrorKind {
     MissingEnv(String),
     /// `origin_authorization_server_metadata` cannot be served as configured.
     OriginDocument(String),
+    /// `offline_access` where MCP 2026-07-28 says servers must not ask for it.
+    OfflineAccess,
+    /// Not an origin as browsers send it (`scheme://host[:port]`, lower case).
+    InvalidOrigin(String),
 }
 
 impl ConfigErrorKind {
@@ -107,6 +111,8 @@ impl ConfigErrorKind {
             ConfigErrorKind::UnsupportedAuthMethod(_) => "unsupported_auth_method",
             ConfigErrorKind::MissingEnv(_) => "missing_env",
             ConfigErrorKind::OriginDocument(_) => "origin_document",
+            ConfigErrorKind::OfflineAccess => "offline_access",
+            ConfigErrorKind::InvalidOrigin(_) => "invalid_origin",
         }
     }
 }
@@ -168,6 +174,13 @@ impl fmt::Display for ConfigError {
                 "environment variable {name} is not set (or empty) in the wasm VM: Envoy vm_config.environment_variables, Istio WasmPlugin vmConfig.env"
             ),
             ConfigErrorKind::OriginDocument(why) => f.write_str(why),
+            ConfigErrorKind::OfflineAccess => f.write_str(
+                "\"offline_access\" is not a resource scope: MCP 2026-07-28 (authorization, scope selection) says servers should neither advertise it nor challenge with it; a client asks its authorization server for refresh tokens itself",
+            ),
+            ConfigErrorKind::InvalidOrigin(v) => write!(
+                f,
+                "{v:?} is not an origin as browsers send it: scheme://host[:port], lower case, no path (RFC 6454 §6.1)"
+            ),
             ConfigErrorKind::PathCase(other) => write!(
                 f,
                 "path differs only in case from {other}'s (upstreams that route case-insensitively would send both to one handler)"
@@ -295,6 +308,8 @@ pub struct Config {
     pub claim_headers: Vec<(String, String)>,
     /// `scope_implies`, closed transitively.
     pub implications: Implications,
+    /// Origins browsers may call from (`None`: any).
+    pub allowed_origins: Option<Vec<String>>,
     pub max_body_bytes: usize,
     /// Hold headers until the body is decided (else they go upstream first).
     pub hold_headers_for_body: bool,
@@ -347,6 +362,7 @@ impl Config {
         )?;
         in_range("body_wait_ms", raw.body_wait_ms, 1, MAX_BODY_WAIT_MS)?;
         let implications = compile_implications(&raw.scope_implies)?;
+        let allowed_origins = compile_origins(raw.allowed_origins)?;
         if raw.issuers.is_empty() {
             return Err(err("issuers", ConfigErrorKind::Empty));
         }
@@ -415,6 +431,7 @@ impl Config {
             token_cache_size: raw.token_cache_size,
             claim_headers,
             implications,
+            allowed_origins,
             max_body_bytes: raw.max_body_bytes,
             hold_headers_for_body: raw.hold_headers_for_body,
             body_wait_ms: raw.body_wait_ms,
@@ -523,6 +540,10 @@ pub fn is_scope_token(s: &str) -> bool {
             .all(|b| b == 0x21 || (0x23..=0x5b).contains(&b) || (0x5d..=0x7e).contains(&b))
 }
 
+/// The scope MCP 2026-07-28 keeps out of resource servers' scopes: a client's business with
+/// its authorization server, not the resource's.
+const OFFLINE_ACCESS: &str = "offline_access";
+
 fn check_scopes(path: &str, scopes: &[String]) -> Result<(), ConfigError> {
     for (i, scope) in scopes.iter().enumerate() {
         if !is_scope_token(scope) {
@@ -530,6 +551,9 @@ fn check_scopes(path: &str, scopes: &[String]) -> Result<(), ConfigError> {
                 format!("{path}[{i}]"),
                 ConfigErrorKind::InvalidScope(scope.clone()),
             ));
+        }
+        if scope == OFFLINE_ACCESS {
+            return Err(err(format!("{path}[{i}]"), ConfigErrorKind::OfflineAccess));
         }
         if scopes[..i].contains(scope) {
             return Err(err(
@@ -558,11 +582,60 @@ fn compile_scope_map(
     Ok(out)
 }
 
+/// `allowed_origins`: each as a browser serializes an origin (RFC 6454 §6.1), so a request's
+/// `Origin` compares byte for byte.
+fn compile_origins(raw: Option<Vec<String>>) -> Result<Option<Vec<String>>, ConfigError> {
+    let Some(origins) = raw else {
+        return Ok(None);
+    };
+    for (i, origin) in origins.iter().enumerate() {
+        let at = format!("allowed_origins[{i}]");
+        if !is_origin(origin) {
+            return Err(err(at, ConfigErrorKind::InvalidOrigin(origin.clone())));
+        }
+        if origins[..i].contains(origin) {
+            return Err(err(at, ConfigErrorKind::Duplicate(origin.clone())));
+        }
+    }
+    Ok(Some(origins))
+}
+
+fn is_origin(origin: &str) -> bool {
+    let Some((scheme, rest)) = origin.split_once("://") else {
+        return false;
+    };
+    // An IPv6 literal keeps its colons inside brackets.
+    let host_end = match rest.strip_prefix('[') {
+        Some(v6) => match v6.find(']') {
+            Some(i) => i + 2,
+            None => return false,
+        },
+        None => rest.find(':').unwrap_or(rest.len()),
+    };
+    let (host, after) = rest.split_at(host_end);
+    let scheme_ok = scheme.starts_with(|c: char| c.is_ascii_lowercase())
+        && scheme
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"+-.".contains(&b));
+    let host_ok = !host.is_empty()
+        && host
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"-._~[]:%".contains(&b));
+    let port_ok = match after.strip_prefix(':') {
+        Some(port) => !port.is_empty() && port.bytes().all(|b| b.is_ascii_digit()),
+        None => after.is_empty(),
+    };
+    scheme_ok && host_ok && port_ok
+}
+
 fn compile_implications(raw: &BTreeMap<String, Vec<String>>) -> Result<Implications, ConfigError> {
     for (scope, implied) in raw {
         let at = format!("scope_implies.{scope}");
         if !is_scope_token(scope) {
             return Err(err(at, ConfigErrorKind::InvalidScope(scope.clone())));
+        }
+        if scope == OFFLINE_ACCESS {
+            return Err(err(at, ConfigErrorKind::OfflineAccess));
         }
         check_scopes(&at, implied)?;
     }

@@ -36,6 +36,9 @@ pub struct RawConfig {
     /// Scope → scopes it implies, applied transitively. Default `{}`.
     #[serde(default)]
     pub scope_implies: BTreeMap<String, Vec<String>>,
+    /// Origins (`scheme://host[:port]`, lower case) browsers may call from; others get 403
+    /// (MCP 2026-07-28 transport security: DNS rebinding). Default absent: any origin.
+    pub allowed_origins: Option<Vec<String>>,
     /// Largest JSON-RPC body inspected, 1 to 67108864. Default 1048576.
     #[serde(default = "default_max_body_bytes")]
     pub max_body_bytes: usize,

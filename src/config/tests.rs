@@ -668,3 +668,84 @@ fn filters_tool_lists_by_default_where_tools_have_scopes() {
     v["resources"][1]["filter_tools_list"] = json!("yes");
     assert!(compile(&v).is_err());
 }
+
+#[test]
+fn refuses_offline_access_wherever_a_resource_would_ask_for_it() {
+    let cases: [(&str, Value); 6] = [
+        (
+            "resources[0].scopes_supported[1]",
+            json!({"scopes_supported": ["mcp:read", "offline_access"]}),
+        ),
+        (
+            "resources[0].required_scopes[0]",
+            json!({"required_scopes": ["offline_access"]}),
+        ),
+        (
+            "resources[0].tool_scopes.echo[0]",
+            json!({"tool_scopes": {"echo": ["offline_access"]}}),
+        ),
+        (
+            "resources[0].method_scopes.tools/list[0]",
+            json!({"method_scopes": {"tools/list": ["offline_access"]}}),
+        ),
+        (
+            "scope_implies.mcp:admin[0]",
+            json!({"scope_implies": {"mcp:admin": ["offline_access"]}}),
+        ),
+        (
+            "scope_implies.offline_access",
+            json!({"scope_implies": {"offline_access": ["mcp:read"]}}),
+        ),
+    ];
+    for (path, patch) in cases {
+        let mut v = base_json();
+        for (k, val) in patch.as_object().unwrap() {
+            if k == "scope_implies" {
+                v[k] = val.clone();
+            } else {
+                v["resources"][0][k] = val.clone();
+            }
+        }
+        let e = compile(&v).unwrap_err();
+        assert_eq!(e.kind.code(), "offline_access", "{path}");
+        assert_eq!(e.path, path);
+        assert!(e.to_string().contains("MCP 2026-07-28"), "{e}");
+    }
+}
+
+#[test]
+fn reads_allowed_origins_as_browsers_send_them() {
+    let mut v = base_json();
+    assert_eq!(compile(&v).unwrap().allowed_origins, None);
+    let good = [
+        "https://app.example.com",
+        "http://localhost:6274",
+        "https://[::1]:8443",
+        "vscode-webview://abc",
+    ];
+    v["allowed_origins"] = json!(good);
+    assert_eq!(compile(&v).unwrap().allowed_origins.unwrap(), good);
+    for bad in [
+        "https://App.example.com",
+        "https://app.example.com/",
+        "https://app.example.com/path",
+        "app.example.com",
+        "null",
+        "*",
+        "https://",
+        "https://a:",
+        "https://a:80x",
+        "https://[::1",
+        "https://a b",
+    ] {
+        v["allowed_origins"] = json!([bad]);
+        let e = compile(&v).unwrap_err();
+        assert_eq!(
+            (e.path.as_str(), e.kind.code()),
+            ("allowed_origins[0]", "invalid_origin"),
+            "{bad}"
+        );
+    }
+    v["allowed_origins"] = json!(["https://a.example", "https://a.example"]);
+    assert_eq!(compile(&v).unwrap_err().kind.code(), "duplicate");
+}

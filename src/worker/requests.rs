@@ -686,7 +686,10 @@ impl<H: Host> State<H> {
     }
 
     /// Sends a response the filter makes itself, counts it, and marks the request answered.
-    fn respond(&mut self, context: u32, head: &RequestHead, r: Response<'_>) {
+    fn respond(&mut self, context: u32, head: &RequestHead, mut r: Response<'_>) {
+        if let (true, Some(origin)) = (self.names_origins, head.origin()) {
+            response::name_origin(&mut r, origin);
+        }
         if let Outcome::Denied(reason) = r.outcome {
             log::debug!(
                 "mcp-oauth-filter: denied {} {} with {}: {}",

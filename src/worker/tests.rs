@@ -1555,3 +1555,40 @@ fn a_get_event_stream_has_every_tool_list_on_it_filtered() {
     assert_eq!(v["result"]["tools"].as_array().unwrap().len(), 1);
     assert_eq!(v["id"], 42);
 }
+
+#[test]
+fn answers_name_an_allowed_origin_and_vary_by_it() {
+    let mut v = base_json();
+    v["allowed_origins"] = json!(["https://app.example"]);
+    let mut w = worker(&v, FakeHost::new());
+    let pairs = serialize_pairs(&[
+        (":method", "POST"),
+        (":path", "/mcp"),
+        (":authority", "mcp.example.com"),
+        ("origin", "https://app.example"),
+    ]);
+    assert_eq!(w.on_request_headers(CTX, &pairs, true), Flow::Pause);
+    let (status, headers, _) = response_of(&w.host().take_actions());
+    assert_eq!(status, 401);
+    assert_eq!(
+        header_of(&headers, "access-control-allow-origin"),
+        Some("https://app.example")
+    );
+    assert_eq!(header_of(&headers, "vary"), Some("Origin"));
+    let evil = serialize_pairs(&[
+        (":method", "POST"),
+        (":path", "/mcp"),
+        (":authority", "mcp.example.com"),
+        ("origin", "https://evil.example"),
+    ]);
+    assert_eq!(w.on_request_headers(CTX + 1, &evil, true), Flow::Pause);
+    let (status, headers, _) = response_of(&w.host().take_actions());
+    assert_eq!(status, 403);
+    assert_eq!(header_of(&headers, "access-control-allow-origin"), None);
+    w.on_tick();
+    assert_eq!(
+        w.host()
+            .counter("mcp_oauth_requests_denied_origin_not_allowed"),
+        1
+    );
+}
