@@ -166,6 +166,7 @@ mod tests {
             facts: Default::default(),
             scopes: vec![],
             header_values: vec![],
+            identity: Default::default(),
         })
     }
 

@@ -14,7 +14,7 @@ use crate::paths;
 use crate::reason::Reason;
 use crate::response::{self, Response};
 use crate::route::{self, Route};
-use crate::token::VerifiedToken;
+use crate::token::{Audit, VerifiedToken};
 use crate::tools_list::{self, ListFilter};
 use crate::verify::{self, AuthError, KeyStore};
 
@@ -49,6 +49,8 @@ pub struct Allow<'c> {
     /// The request's `tools/list` calls, whose results in the response are filtered to what
     /// the token may call.
     pub tools_list: Option<ListFilter>,
+    /// Who the token names, and the tools the body called, for the access log.
+    pub audit: Audit,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -311,6 +313,10 @@ fn check_scopes_then_allow<'c>(
             &description,
             needed,
         );
+        response.audit = Some(Audit {
+            tools: tools.iter().map(|t| t.to_string()).collect(),
+            ..Audit::of(token)
+        });
         // Name the tools whose own scopes were missing, for the per-tool counters.
         response.denied_tools = tools
             .iter()
@@ -344,6 +350,7 @@ fn allow<'c>(
         strip_authorization: !config.forward_authorization,
         set_headers,
         tools_list: None,
+        audit: Audit::of(token),
     }
 }
 
@@ -401,6 +408,7 @@ pub fn decide_body<'c>(
     let mut decision =
         check_scopes_then_allow(config, resource, req, &check.token, &needed, &tools);
     if let Decision::Allow(allow) = &mut decision {
+        allow.audit.tools = tools.iter().map(|t| t.to_string()).collect();
         if resource.filter_tools_list && calls.iter().any(|c| c.method == "tools/list") {
             let (ids, batch) = tools_list::list_calls(body);
             if !ids.is_empty() {

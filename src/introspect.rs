@@ -6,7 +6,7 @@
 use crate::config::{ClientAuth, Config, Introspection, IssuerId, ProtectedResource};
 use crate::json::{b64url_decode, decode_object};
 use crate::scopes;
-use crate::token::{Facts, Signed, VerifiedToken};
+use crate::token::{Facts, Identity, Signed, VerifiedToken};
 use crate::url::HttpUrl;
 use crate::verify::{claim_header_value, AuthError};
 use base64::engine::general_purpose::STANDARD;
@@ -271,6 +271,11 @@ pub fn accept(
         key: 0,
         exp: exp.unwrap_or(f64::MAX),
         facts: Facts { iss, aud, exp, nbf },
+        identity: Rc::new(Identity::of(
+            config.issuers.get(issuer).map_or("", |i| i.issuer.as_str()),
+            members,
+            &granted,
+        )),
         scopes: scopes::expand(granted, &config.implications),
         header_values: config
             .claim_headers

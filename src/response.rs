@@ -7,6 +7,7 @@ use crate::challenge::{error_body, ErrorCode};
 use crate::config::{Config, ProtectedResource};
 use crate::cors;
 use crate::reason::{Outcome, Reason};
+use crate::token::Audit;
 use std::borrow::Cow;
 
 /// A response the filter makes itself.
@@ -18,6 +19,8 @@ pub struct Response<'c> {
     pub outcome: Outcome,
     /// Tools whose scopes the token lacked (for per-tool counters).
     pub denied_tools: Vec<String>,
+    /// Who the request's verified token names, and the tools it called (a 403 for scopes).
+    pub audit: Option<Audit>,
 }
 
 impl Response<'_> {
@@ -68,6 +71,7 @@ pub fn metadata<'c>(
         body,
         outcome,
         denied_tools: Vec::new(),
+        audit: None,
     }
 }
 
@@ -109,6 +113,7 @@ pub fn as_metadata<'c>(
         body,
         outcome,
         denied_tools: Vec::new(),
+        audit: None,
     }
 }
 
@@ -124,6 +129,7 @@ pub fn preflight<'c>() -> Response<'c> {
         body: "".into(),
         outcome: Outcome::Preflight,
         denied_tools: Vec::new(),
+        audit: None,
     }
 }
 
@@ -140,6 +146,7 @@ pub fn missing_token<'c>(resource: &'c ProtectedResource, origin: Option<&str>) 
         body: resource.challenge.missing_body().into(),
         outcome: Outcome::Denied(Reason::MissingToken),
         denied_tools: Vec::new(),
+        audit: None,
     }
 }
 
@@ -165,6 +172,7 @@ pub fn denial<'c>(
         body: error_body(code.as_str(), description).into(),
         outcome: Outcome::Denied(reason),
         denied_tools: Vec::new(),
+        audit: None,
     }
 }
 
@@ -272,6 +280,7 @@ fn plain<'c>(
         body: error_body(error, description).into(),
         outcome: Outcome::Denied(reason),
         denied_tools: Vec::new(),
+        audit: None,
     }
 }
 

@@ -15,7 +15,7 @@ use crate::json::{b64url_decode, decode_object, SegmentError};
 use crate::keys::{KeySet, SelectError};
 use crate::reason::Reason;
 use crate::scopes;
-use crate::token::{Facts, Signed, VerifiedToken};
+use crate::token::{Facts, Identity, Signed, VerifiedToken};
 use serde_json::{Map, Value};
 use std::rc::Rc;
 
@@ -266,13 +266,15 @@ pub fn verify(
     if sig.is_empty() || !hostsig::check(key, alg, signed, &sig, keys.host()).0 {
         return Err(AuthError::BadSignature);
     }
+    let granted = scopes::granted(&claims);
     let signed = Rc::new(Signed {
         alg: Some(alg),
         issuer,
         key: key.fingerprint,
         exp,
         facts,
-        scopes: scopes::expand(scopes::granted(&claims), &config.implications),
+        identity: Rc::new(Identity::of(issuer_name(config, issuer), &claims, &granted)),
+        scopes: scopes::expand(granted, &config.implications),
         header_values: config
             .claim_headers
             .iter()
@@ -283,6 +285,10 @@ pub fn verify(
         cache.insert(cache_key, signed.clone(), exp + config.clock_skew as f64);
     }
     Ok(VerifiedToken(signed))
+}
+
+fn issuer_name(config: &Config, issuer: IssuerId) -> &str {
+    config.issuers.get(issuer).map_or("", |i| i.issuer.as_str())
 }
 
 /// Whether a `typ` header may belong to an access token: RFC 8725 §3.11 has each kind of JWT

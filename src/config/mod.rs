@@ -310,6 +310,8 @@ pub struct Config {
     pub implications: Implications,
     /// Origins browsers may call from (`None`: any).
     pub allowed_origins: Option<Vec<String>>,
+    /// The decision is set as filter state for the access log.
+    pub audit_filter_state: bool,
     pub max_body_bytes: usize,
     /// Hold headers until the body is decided (else they go upstream first).
     pub hold_headers_for_body: bool,
@@ -432,6 +434,7 @@ impl Config {
             claim_headers,
             implications,
             allowed_origins,
+            audit_filter_state: raw.audit_filter_state,
             max_body_bytes: raw.max_body_bytes,
             hold_headers_for_body: raw.hold_headers_for_body,
             body_wait_ms: raw.body_wait_ms,

@@ -39,6 +39,10 @@ pub struct RawConfig {
     /// Origins (`scheme://host[:port]`, lower case) browsers may call from; others get 403
     /// (MCP 2026-07-28 transport security: DNS rebinding). Default absent: any origin.
     pub allowed_origins: Option<Vec<String>>,
+    /// Set the decision as filter state for the access log (`mcp_oauth.outcome`, ...): about 2
+    /// µs of Envoy CPU per value set. Default `true`.
+    #[serde(default = "default_true")]
+    pub audit_filter_state: bool,
     /// Largest JSON-RPC body inspected, 1 to 67108864. Default 1048576.
     #[serde(default = "default_max_body_bytes")]
     pub max_body_bytes: usize,

@@ -39,6 +39,12 @@ extern "C" {
         return_value_data: *mut *mut u8,
         return_value_size: *mut usize,
     ) -> u32;
+    fn proxy_set_property(
+        path_data: *const u8,
+        path_size: usize,
+        value_data: *const u8,
+        value_size: usize,
+    ) -> u32;
     fn proxy_get_buffer_bytes(
         buffer_type: u32,
         start: usize,
@@ -288,6 +294,17 @@ impl Host for ProxyHost {
         // SAFETY: as above.
         unsafe {
             proxy_remove_header_map_value(REQUEST_HEADERS, name.as_ptr(), name.len());
+        }
+    }
+
+    fn set_filter_state(&self, context: u32, name: &str, value: &str) {
+        if !self.switch(context) {
+            return;
+        }
+        // SAFETY: pointers and lengths of live slices; the host copies them. A path of one
+        // element is that element's bytes.
+        unsafe {
+            proxy_set_property(name.as_ptr(), name.len(), value.as_ptr(), value.len());
         }
     }
 

@@ -24,6 +24,7 @@ pub enum Action {
     SetHeader(u32, String, String),
     RemoveHeader(u32, String),
     RemoveResponseHeader(u32, String),
+    FilterState(u32, String, String),
 }
 
 /// An HTTP call the worker dispatched.
@@ -301,6 +302,14 @@ impl Host for FakeHost {
         let bodies = self.bodies.borrow();
         let body = bodies.get(&context).map_or(&[][..], Vec::as_slice);
         body[..body.len().min(max)].to_vec()
+    }
+
+    fn set_filter_state(&self, context: u32, name: &str, value: &str) {
+        self.actions.borrow_mut().push(Action::FilterState(
+            context,
+            name.to_string(),
+            value.to_string(),
+        ));
     }
 
     fn response_header(&self, context: u32, name: &str) -> Option<String> {

@@ -54,6 +54,10 @@ pub trait Host: CounterSink {
     /// for the request whose body (or trailers) callback is running.
     fn request_body(&self, context: u32, max: usize) -> Vec<u8>;
 
+    /// Sets the filter state `name` of `context` (proxy-wasm `set_property` with that one path
+    /// element; Envoy keeps it as `wasm.<name>` for the access log and later filters).
+    fn set_filter_state(&self, context: u32, name: &str, value: &str);
+
     /// The value of the response header `name` (lower case) of `context`, in its response
     /// headers callback.
     fn response_header(&self, context: u32, name: &str) -> Option<String>;

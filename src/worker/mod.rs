@@ -69,6 +69,8 @@ struct State<H: Host> {
     running_in: Option<u32>,
     /// `allowed_origins` is set: responses name the request's origin.
     names_origins: bool,
+    /// `audit_filter_state`: decisions are set as filter state.
+    audits: bool,
 }
 
 impl<H: Host> Worker<H> {
@@ -99,6 +101,7 @@ impl<H: Host> Worker<H> {
                 body_warned_ms: None,
                 running_in: None,
                 names_origins: config.allowed_origins.is_some(),
+                audits: config.audit_filter_state,
             },
             config,
         };

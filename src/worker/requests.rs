@@ -19,8 +19,12 @@ use crate::metrics::Metric;
 use crate::paths;
 use crate::reason::{Outcome, Reason};
 use crate::response::{self, Response};
+use crate::token::Audit;
 use crate::tools_list::ListFilter;
 use crate::verify::AuthError;
+
+/// The outcome of a request let through, as the audit trail names it.
+const ALLOWED: &str = "allowed";
 
 /// How often the worker may log that held headers got no body (it is a setting, not news).
 const BODY_WARNING_EVERY_MS: u64 = 60_000;
@@ -121,6 +125,7 @@ impl<H: Host> State<H> {
             Decision::Allow(allow) => {
                 self.edit_headers(config, context, &head, &allow);
                 self.counters.add(Metric::RequestsAllowed, 1);
+                self.record(context, &allow.audit, ALLOWED);
                 self.expect_tool_lists(context, allow.tools_list, true);
                 Flow::Continue
             }
@@ -460,6 +465,7 @@ impl<H: Host> State<H> {
             // The header edits were made when the headers were decided.
             Decision::Allow(allow) => {
                 self.counters.add(Metric::RequestsAllowed, 1);
+                self.record(context, &allow.audit, ALLOWED);
                 self.expect_tool_lists(context, allow.tools_list, headers_held);
                 Flow::Continue
             }
@@ -473,6 +479,17 @@ impl<H: Host> State<H> {
                 self.respond(context, head, response::keys_unavailable(head.origin()));
                 Flow::Pause
             }
+        }
+    }
+
+    /// The decision, as filter state for the access log (README, "Audit trail in the access
+    /// log").
+    fn record(&self, context: u32, audit: &Audit, outcome: &str) {
+        if !self.audits {
+            return;
+        }
+        for (name, value) in audit.fields(outcome) {
+            self.host.set_filter_state(context, name, &value);
         }
     }
 
@@ -589,6 +606,7 @@ impl<H: Host> State<H> {
             Decision::Allow(allow) => {
                 self.edit_headers(config, context, &wait.head, &allow);
                 self.counters.add(Metric::RequestsAllowed, 1);
+                self.record(context, &allow.audit, ALLOWED);
                 self.expect_tool_lists(context, allow.tools_list, true);
                 self.host.resume(context);
             }
@@ -690,6 +708,8 @@ impl<H: Host> State<H> {
         if let (true, Some(origin)) = (self.names_origins, head.origin()) {
             response::name_origin(&mut r, origin);
         }
+        let audit = r.audit.take().unwrap_or_default();
+        self.record(context, &audit, r.outcome.code());
         if let Outcome::Denied(reason) = r.outcome {
             log::debug!(
                 "mcp-oauth-filter: denied {} {} with {}: {}",
