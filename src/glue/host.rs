@@ -97,16 +97,26 @@ pub fn call_response_header_pairs() -> Vec<u8> {
 
 /// A header map in one host call; empty if the host has none to give.
 fn map_pairs(map_type: u32) -> Vec<u8> {
+    // SAFETY: the out-pointers are `host_buffer`'s.
+    host_buffer(|data, size| unsafe { proxy_get_header_map_pairs(map_type, data, size) })
+        .unwrap_or_default()
+}
+
+/// Runs a host call that returns a buffer through out-pointers: the buffer when it answered
+/// 0, else its status.
+fn host_buffer(call: impl FnOnce(*mut *mut u8, *mut usize) -> u32) -> Result<Vec<u8>, u32> {
     let mut data: *mut u8 = std::ptr::null_mut();
     let mut size: usize = 0;
+    let status = call(&mut data, &mut size);
+    if status != 0 {
+        return Err(status);
+    }
+    if data.is_null() {
+        return Ok(Vec::new());
+    }
     // SAFETY: on success the host wrote a buffer it allocated with this module's allocator
     // (`proxy_on_memory_allocate`), of `size` bytes, which we now own.
-    unsafe {
-        if proxy_get_header_map_pairs(map_type, &mut data, &mut size) != 0 || data.is_null() {
-            return Vec::new();
-        }
-        Vec::from_raw_parts(data, size, size)
-    }
+    Ok(unsafe { Vec::from_raw_parts(data, size, size) })
 }
 
 /// Answers the current request.
@@ -229,30 +239,15 @@ impl Host for ProxyHost {
     }
 
     fn call_foreign(&self, name: &str, args: &[u8]) -> Result<Vec<u8>, ForeignError> {
-        let mut data: *mut u8 = std::ptr::null_mut();
-        let mut size: usize = 0;
-        // SAFETY: pointers and lengths of live slices, which the host copies; on success it
-        // wrote a buffer allocated with this module's allocator, of `size` bytes, now ours.
-        unsafe {
-            let status = proxy_call_foreign_function(
-                name.as_ptr(),
-                name.len(),
-                args.as_ptr(),
-                args.len(),
-                &mut data,
-                &mut size,
-            );
-            if status == Status::NotFound as u32 {
-                return Err(ForeignError::NotFound);
-            }
-            if status != 0 {
-                return Err(ForeignError::Failed(status));
-            }
-            if data.is_null() {
-                return Ok(Vec::new());
-            }
-            Ok(Vec::from_raw_parts(data, size, size))
-        }
+        // SAFETY: pointers and lengths of live slices, which the host copies.
+        host_buffer(|data, size| unsafe {
+            let (n, a) = (name.as_ptr(), args.as_ptr());
+            proxy_call_foreign_function(n, name.len(), a, args.len(), data, size)
+        })
+        .map_err(|status| match status {
+            s if s == Status::NotFound as u32 => ForeignError::NotFound,
+            s => ForeignError::Failed(s),
+        })
     }
 
     fn resume(&self, context: u32) {
@@ -312,23 +307,12 @@ impl Host for ProxyHost {
         if !self.switch(context) {
             return None;
         }
-        let mut data: *mut u8 = std::ptr::null_mut();
-        let mut size: usize = 0;
-        // SAFETY: as `map_pairs`.
-        let bytes = unsafe {
-            let status = proxy_get_header_map_value(
-                RESPONSE_HEADERS,
-                name.as_ptr(),
-                name.len(),
-                &mut data,
-                &mut size,
-            );
-            if status != 0 || data.is_null() {
-                return None;
-            }
-            Vec::from_raw_parts(data, size, size)
-        };
-        String::from_utf8(bytes).ok()
+        // SAFETY: the key is a live slice the host copies; the out-pointers are `host_buffer`'s.
+        host_buffer(|data, size| unsafe {
+            proxy_get_header_map_value(RESPONSE_HEADERS, name.as_ptr(), name.len(), data, size)
+        })
+        .ok()
+        .and_then(|bytes| String::from_utf8(bytes).ok())
     }
 
     fn remove_response_header(&self, context: u32, name: &str) {
@@ -345,16 +329,11 @@ impl Host for ProxyHost {
         if !self.switch(context) {
             return Vec::new();
         }
-        let mut data: *mut u8 = std::ptr::null_mut();
-        let mut got: usize = 0;
-        // SAFETY: as `map_pairs`; the host clamps the read to what it holds.
-        unsafe {
-            let status = proxy_get_buffer_bytes(RESPONSE_BODY, 0, size, &mut data, &mut got);
-            if status != 0 || data.is_null() {
-                return Vec::new();
-            }
-            Vec::from_raw_parts(data, got, got)
-        }
+        // SAFETY: the out-pointers are `host_buffer`'s; the host clamps the read to what it holds.
+        host_buffer(|data, got| unsafe {
+            proxy_get_buffer_bytes(RESPONSE_BODY, 0, size, data, got)
+        })
+        .unwrap_or_default()
     }
 
     fn set_response_body(&self, context: u32, size: usize, body: &[u8]) {

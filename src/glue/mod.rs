@@ -72,6 +72,14 @@ fn call_response(body_size: usize) -> CallResponse {
     }
 }
 
+/// The SDK drops the root context when the host deletes it: the plugin instance is going
+/// away (Envoy replaced its configuration, or drains), and its fetches with it.
+impl Drop for Root {
+    fn drop(&mut self) {
+        self.with_worker(Worker::on_shutdown);
+    }
+}
+
 impl Context for Root {
     fn on_http_call_response(
         &mut self,

@@ -48,6 +48,8 @@ pub struct KeyFetcher {
     in_flight: HashMap<u32, (IssuerId, Target, u64)>,
     /// Issuers an unknown `kid` asked to refetch (dispatched on the next tick).
     wanted: Vec<IssuerId>,
+    /// The fetch leases this worker took: issuer, and the `lease_until` it wrote.
+    leases: Vec<(IssuerId, u64)>,
 }
 
 impl KeyFetcher {
@@ -109,6 +111,15 @@ impl KeyFetcher {
     /// Whether any issuer's keys are fetched.
     pub fn is_empty(&self) -> bool {
         self.remotes.is_empty()
+    }
+
+    /// The instance is going away: its fetch leases are given up (see [`release_lease`]).
+    pub fn release<H: Host>(&self, host: &H) {
+        for (id, until) in &self.leases {
+            if let Some(remote) = self.remote(*id) {
+                release_lease(host, &remote.state_key, *until);
+            }
+        }
     }
 
     /// How long a request waits for `issuer`'s first key set.
@@ -195,6 +206,8 @@ impl KeyFetcher {
         if !write_state(at.host, remote, &state, cas) {
             return; // another worker took the lease
         }
+        self.leases.retain(|(id, _)| *id != remote.id);
+        self.leases.push((remote.id, state.lease_until));
         log::debug!(
             "mcp-oauth-filter: fetching keys of {:?} ({why:?})",
             remote.issuer
@@ -330,6 +343,20 @@ pub(super) fn get<H: Host>(
 }
 
 /// The shared fetch record under `key`, and its compare-and-swap token.
+/// Gives up a fetch lease this worker took (it wrote `lease_until`), if no fetch has ended or
+/// started since: the instance is going away (a reconfiguration, a drain) and its calls with
+/// it, so another worker need not wait for the lease to run out.
+pub(super) fn release_lease<H: Host>(host: &H, key: &str, lease_until: u64) {
+    let (Some(mut state), cas) = read_record(host, key) else {
+        return;
+    };
+    if lease_until == 0 || state.lease_until != lease_until {
+        return; // the fetch ended, or another worker's lease stands
+    }
+    state.lease_until = 0;
+    write_record(host, key, &state, cas);
+}
+
 pub(super) fn read_record<H: Host>(host: &H, key: &str) -> (Option<FetchState>, Option<u32>) {
     let (bytes, cas) = host.get_shared(key);
     (bytes.and_then(|b| serde_json::from_slice(&b).ok()), cas)

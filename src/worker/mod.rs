@@ -267,6 +267,14 @@ impl<H: Host> Worker<H> {
         self.state.on_response_trailers(context)
     }
 
+    /// The plugin instance is going away (a reconfiguration, a drain): fetches it leased are
+    /// given up, so the next instance fetches at once instead of waiting for the lease.
+    pub fn on_shutdown(&mut self) {
+        let s = &self.state;
+        s.fetcher.release(&s.host);
+        s.documents.release(&s.host);
+    }
+
     /// The host dropped the request's context: whatever it was waiting for is forgotten.
     pub fn on_done(&mut self, context: u32) {
         self.state.pending.forget(context);

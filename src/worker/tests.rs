@@ -1669,3 +1669,43 @@ fn sets_no_filter_state_when_the_audit_trail_is_off() {
     let actions = w.host().take_actions();
     assert!(filter_state(&actions, CTX).is_empty() && filter_state(&actions, CTX + 1).is_empty());
 }
+
+#[test]
+fn an_instance_going_away_gives_up_its_fetch_lease_for_the_next_one() {
+    let old_host = FakeHost::new();
+    let new_host = old_host.worker_beside();
+    let mut old = worker(&remote_json(), old_host);
+    let call = tick_until_call(&mut old);
+    assert!(call.url.ends_with("/jwks"));
+    // A reconfiguration: Envoy tears the old instance down, its call cancelled.
+    old.on_shutdown();
+    let mut new = worker(&remote_json(), new_host);
+    new.on_tick();
+    let calls = new.host().take_calls();
+    assert_eq!(
+        calls.len(),
+        1,
+        "the new instance fetches at once, not after the lease"
+    );
+    answer(&mut new, &calls[0], 200, &jwks(&["rsa-a"]));
+    let good = bearer("rsa-a", "rsa-a", "mcp:read");
+    assert_eq!(
+        new.on_request_headers(CTX, &headers("GET", Some(&good)), true),
+        Flow::Continue
+    );
+
+    // A lease another worker took since is left alone.
+    let a_host = FakeHost::new();
+    let b_host = a_host.worker_beside();
+    let mut a = worker(&remote_json(), a_host);
+    tick_until_call(&mut a);
+    let mut b = worker(&remote_json(), b_host);
+    b.host().advance_ms(12_000); // a's lease ran out; b takes the next one
+    b.on_tick();
+    assert_eq!(b.host().take_calls().len(), 1);
+    a.on_shutdown();
+    let c_host = b.host().worker_beside();
+    let mut c = worker(&remote_json(), c_host);
+    c.on_tick();
+    assert!(c.host().take_calls().is_empty(), "b's lease still stands");
+}
