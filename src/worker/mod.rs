@@ -106,6 +106,7 @@ impl<H: Host> Worker<H> {
             config,
         };
         worker.define_counters_at_zero();
+        worker.state.probe_signature_backend();
         let s = &mut worker.state;
         s.fetcher.start(&mut KeysAt {
             host: &s.host,
@@ -321,6 +322,19 @@ impl<H: Host> State<H> {
                 self.wake_introspection_waits(config, issuer, digest, Err(()));
             }
         }
+    }
+
+    /// Says once, at start, which backend checks signatures (README, Compatibility): an empty
+    /// request tells whether the host has Envoy's `verify_signature` at all.
+    fn probe_signature_backend(&mut self) {
+        let backend = match self.host.call_foreign(hostsig::FUNCTION, &[]) {
+            Err(ForeignError::NotFound) => {
+                self.signatures.missing.set(true);
+                "ring in the VM (the host has no verify_signature function)"
+            }
+            _ => "the host's verify_signature (BoringSSL) for RS*/ES*, ring in the VM for the rest",
+        };
+        log::info!("mcp-oauth-filter: signature checks: {backend}");
     }
 
     /// Hands the counts since the last tick to the host.

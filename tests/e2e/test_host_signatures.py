@@ -89,3 +89,10 @@ def test_an_rsa_signature_shorter_than_the_modulus_is_refused(client):
     for bad in (sig[1:], b"\x00" + sig, bytes(len(sig))):
         reply, _ = sent(client, with_signature(token, bad))
         assert reply.status == 401, reply.describe()
+
+
+def test_the_filter_says_at_start_which_backend_checks_signatures(client):
+    """README, Compatibility: one line per VM, at configuration."""
+    log = client.envoy.log_text()
+    assert "mcp-oauth-filter: signature checks: the host's verify_signature (BoringSSL)" in log, log[-3000:]
+    assert "ring in the VM (the host has no verify_signature" not in log
