@@ -90,6 +90,7 @@ rust-deps:
 sys-deps:
 	$(call apt_need,clang,clang)
 	$(call apt_need,llvm-ar,llvm)
+	$(call apt_need,wrk,wrk)
 
 py-deps: $(VENV_STAMP)
 	@:

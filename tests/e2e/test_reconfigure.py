@@ -58,8 +58,9 @@ OVERLAP_SECONDS = 0.5
 JWKS_PATH = "/jwks"
 JWKS_URI = "http://keys.test/jwks"
 
-TOKEN_A = scenario.token(key="rsa-a")  # /mcp, scope mcp:read, signed by rsa-a
-TOKEN_B = scenario.token(key="rsa-b")  # the same, signed by rsa-b
+# Minted at import: valid for a day, so a whole suite run (collection first) cannot outlast them.
+TOKEN_A = scenario.token(key="rsa-a", lifetime=86400)  # /mcp, scope mcp:read, signed by rsa-a
+TOKEN_B = scenario.token(key="rsa-b", lifetime=86400)  # the same, signed by rsa-b
 
 
 # ------------------------------------------------------------------------------------------
