@@ -60,6 +60,9 @@ TARGETS = [
     # Opaque tokens: the hot path once the introspection answer is cached in shared data.
     ("hot", "ours", None, None, "opaque hot (introspected, cached) ÷ JWT hot", "ours_opaque"),
     ("hot", "noop", None, None, "opaque hot (introspected, cached) ÷ no-op floor", "ours_opaque"),
+    # The audit trail's five filter-state values: ours with them off.
+    ("hot", "noop", None, None, "hot, audit_filter_state: false ÷ no-op floor", "ours_noaudit"),
+    ("hot", "ours", None, None, "hot, audit trail off ÷ on", "ours_noaudit"),
     ("noauth", "noop", 0.95, None, "401 ÷ no-op floor"),
     ("noauth", "noop_trim", None, None, "401 ÷ no-op, trimmed exports"),
     ("noauth", "reply", None, None, "401 ÷ local-reply wasm floor"),
@@ -280,7 +283,7 @@ def render_chart(summary: dict, ratio_rows: list[dict], path: Path) -> bool:
         return False
     scens = list(summary)
     colors = {"none": "#bbbbbb", "noop": "#7f7f7f", "noop_trim": "#c7b299", "reply": "#8c564b",
-              "jwt": "#1f77b4", "jwt_cache": "#9ecae1", "ours": "#d62728", "ours_opaque": "#ff9896",
+              "jwt": "#1f77b4", "jwt_cache": "#9ecae1", "ours": "#d62728", "ours_opaque": "#ff9896", "ours_noaudit": "#e377c2",
               "ours_tools": "#9467bd", "ours_tools_off": "#c5b0d5", "ours_tools_sse": "#e377c2",
               "ours_tools_sse_off": "#f7b6d2"}
     fig, (ax1, ax3, ax2) = plt.subplots(1, 3, figsize=(19, 6), gridspec_kw={"width_ratios": [3, 3, 2.4]})

@@ -36,7 +36,8 @@ METADATA_PATH = "/.well-known/oauth-protected-resource/mcp"
 # The variants of the GET scenarios (route: 200 "ok"), then those of tools_list (route: a tool list).
 BASE_VARIANTS = ["none", "noop", "noop_trim", "reply", "jwt", "jwt_cache", "ours", "ours_opaque"]
 TOOLS_VARIANTS = ["ours_tools", "ours_tools_off", "ours_tools_sse", "ours_tools_sse_off"]
-VARIANTS = BASE_VARIANTS + TOOLS_VARIANTS
+# Ours without the audit trail (`audit_filter_state: false`): what its five host calls cost.
+VARIANTS = BASE_VARIANTS + TOOLS_VARIANTS + ["ours_noaudit"]
 FLOORS = ["none", "noop", "noop_trim"]
 LABELS = {
     "none": "no filter",
@@ -47,6 +48,7 @@ LABELS = {
     "jwt_cache": "jwt_authn+cache",
     "ours": "mcp-oauth-filter",
     "ours_opaque": "mcp-oauth-filter, opaque token (introspected, cached)",
+    "ours_noaudit": "mcp-oauth-filter, audit_filter_state: false",
     "ours_tools": "mcp-oauth-filter, tools/list filtered (JSON)",
     "ours_tools_off": "mcp-oauth-filter, tools/list passed through (JSON)",
     "ours_tools_sse": "mcp-oauth-filter, tools/list filtered (SSE)",
@@ -60,7 +62,8 @@ OPAQUE_MAX_IN_FLIGHT = 16
 # scenario's pool for ours_opaque is "opaque_hot" (see `pool_of`): one opaque token, reused.
 # Every scenario sends `GET path` unless REQUESTS says otherwise (see `request_of`).
 SCENARIOS = {
-    "hot": ([v for v in BASE_VARIANTS if v != "reply"], "hot", PROTECTED_PATH, {v: 200 for v in BASE_VARIANTS}),
+    "hot": ([v for v in BASE_VARIANTS if v != "reply"] + ["ours_noaudit"], "hot", PROTECTED_PATH,
+            {v: 200 for v in BASE_VARIANTS + ["ours_noaudit"]}),
     "cold": ([v for v in BASE_VARIANTS if v not in ("noop_trim", "reply", "ours_opaque")], "cold", PROTECTED_PATH,
              {v: 200 for v in BASE_VARIANTS}),
     "forged": ([v for v in BASE_VARIANTS if v not in ("noop_trim", "reply", "ours_opaque")], "forged", PROTECTED_PATH,
@@ -247,6 +250,8 @@ def variant_filters(variant: str) -> list[dict]:
         "jwt": lambda: [_jwt_filter(jwks, cached=False)],
         "jwt_cache": lambda: [_jwt_filter(jwks, cached=True)],
         "ours": lambda: [wasm_filter(plugin_config(jwks), wasm_path=OURS_WASM)],
+        "ours_noaudit": lambda: [wasm_filter({**plugin_config(jwks), "audit_filter_state": False},
+                                             name="mcp_oauth_noaudit", wasm_path=OURS_WASM)],
         "ours_opaque": lambda: [wasm_filter(plugin_config_opaque(jwks), name="mcp_oauth_opaque", wasm_path=OURS_WASM)],
         # tool_scopes: the filter holds the headers while it reads the body (hold_headers_for_body,
         # default true), which needs allow_on_headers_stop_iteration on Envoy's wasm filter.
