@@ -68,8 +68,8 @@ impl<'de> DeserializeSeed<'de> for KeySeed {
     }
 }
 
-/// Visitor methods for every JSON value that is not an object: consumed, read as `None`.
-macro_rules! not_an_object {
+/// Visitor methods for every JSON scalar: read as `None`.
+macro_rules! scalars_read_as_none {
     () => {
         fn visit_unit<E>(self) -> Result<Self::Value, E> {
             Ok(None)
@@ -89,6 +89,13 @@ macro_rules! not_an_object {
         fn visit_str<E>(self, _: &str) -> Result<Self::Value, E> {
             Ok(None)
         }
+    };
+}
+
+/// Visitor methods for every JSON value that is not an object: consumed, read as `None`.
+macro_rules! not_an_object {
+    () => {
+        scalars_read_as_none!();
         fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
             while seq.next_element::<IgnoredAny>()?.is_some() {}
             Ok(None)
@@ -180,24 +187,8 @@ impl<'de> Visitor<'de> for ToolsSeed {
         f.write_str("JSON")
     }
 
-    fn visit_unit<E>(self) -> Result<Self::Value, E> {
-        Ok(None)
-    }
-    fn visit_bool<E>(self, _: bool) -> Result<Self::Value, E> {
-        Ok(None)
-    }
-    fn visit_i64<E>(self, _: i64) -> Result<Self::Value, E> {
-        Ok(None)
-    }
-    fn visit_u64<E>(self, _: u64) -> Result<Self::Value, E> {
-        Ok(None)
-    }
-    fn visit_f64<E>(self, _: f64) -> Result<Self::Value, E> {
-        Ok(None)
-    }
-    fn visit_str<E>(self, _: &str) -> Result<Self::Value, E> {
-        Ok(None)
-    }
+    scalars_read_as_none!();
+
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
         while map.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {}
         Ok(None)
