@@ -5,10 +5,9 @@
 
 use crate::config::{ClientAuth, Config, Introspection, IssuerId, ProtectedResource};
 use crate::json::{b64url_decode, decode_object};
-use crate::scopes;
-use crate::token::{Facts, Identity, Signed, VerifiedToken};
+use crate::token::{Facts, Signed, VerifiedToken};
 use crate::url::HttpUrl;
-use crate::verify::{claim_header_value, AuthError};
+use crate::verify::{self, AuthError};
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine;
 use serde::{Deserialize, Serialize};
@@ -265,23 +264,16 @@ pub fn accept(
             .collect(),
         _ => Vec::new(),
     };
+    let vouched = verify::vouched(config, issuer, members, granted);
     Ok(VerifiedToken(Rc::new(Signed {
         alg: None,
         issuer,
         key: 0,
         exp: exp.unwrap_or(f64::MAX),
         facts: Facts { iss, aud, exp, nbf },
-        identity: Rc::new(Identity::of(
-            config.issuers.get(issuer).map_or("", |i| i.issuer.as_str()),
-            members,
-            &granted,
-        )),
-        scopes: scopes::expand(granted, &config.implications),
-        header_values: config
-            .claim_headers
-            .iter()
-            .map(|(_, claim)| members.get(claim).and_then(claim_header_value))
-            .collect(),
+        identity: vouched.identity,
+        scopes: vouched.scopes,
+        header_values: vouched.header_values,
     })))
 }
 

@@ -266,20 +266,16 @@ pub fn verify(
     if sig.is_empty() || !hostsig::check(key, alg, signed, &sig, keys.host()).0 {
         return Err(AuthError::BadSignature);
     }
-    let granted = scopes::granted(&claims);
+    let vouched = vouched(config, issuer, &claims, scopes::granted(&claims));
     let signed = Rc::new(Signed {
         alg: Some(alg),
         issuer,
         key: key.fingerprint,
         exp,
         facts,
-        identity: Rc::new(Identity::of(issuer_name(config, issuer), &claims, &granted)),
-        scopes: scopes::expand(granted, &config.implications),
-        header_values: config
-            .claim_headers
-            .iter()
-            .map(|(_, claim)| claims.get(claim).and_then(claim_header_value))
-            .collect(),
+        identity: vouched.identity,
+        scopes: vouched.scopes,
+        header_values: vouched.header_values,
     });
     if let (Some(cache), Some(cache_key)) = (cache, cache_key) {
         cache.insert(cache_key, signed.clone(), exp + config.clock_skew as f64);
@@ -287,8 +283,31 @@ pub fn verify(
     Ok(VerifiedToken(signed))
 }
 
-fn issuer_name(config: &Config, issuer: IssuerId) -> &str {
-    config.issuers.get(issuer).map_or("", |i| i.issuer.as_str())
+/// What a verified token keeps of its claims (a JWT's, or an introspection answer's
+/// members), whoever vouched for them: who it names, its scopes with the implied ones, the
+/// values of the claim headers.
+pub(crate) struct Vouched {
+    pub identity: Rc<Identity>,
+    pub scopes: Vec<String>,
+    pub header_values: Vec<Option<String>>,
+}
+
+pub(crate) fn vouched(
+    config: &Config,
+    issuer: IssuerId,
+    claims: &Map<String, Value>,
+    granted: Vec<String>,
+) -> Vouched {
+    let name = config.issuers.get(issuer).map_or("", |i| i.issuer.as_str());
+    Vouched {
+        identity: Rc::new(Identity::of(name, claims, &granted)),
+        scopes: scopes::expand(granted, &config.implications),
+        header_values: config
+            .claim_headers
+            .iter()
+            .map(|(_, claim)| claims.get(claim).and_then(claim_header_value))
+            .collect(),
+    }
 }
 
 /// Whether a `typ` header may belong to an access token: RFC 8725 §3.11 has each kind of JWT
@@ -303,7 +322,7 @@ fn is_access_token_type(typ: &str) -> bool {
 
 /// String, number and bool claims become header values; anything with a control character
 /// (which could split a header) or of another type is not forwarded.
-pub(crate) fn claim_header_value(value: &Value) -> Option<String> {
+fn claim_header_value(value: &Value) -> Option<String> {
     let text = match value {
         Value::String(s) => s.clone(),
         Value::Number(n) => n.to_string(),
