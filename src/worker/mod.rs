@@ -67,10 +67,6 @@ struct State<H: Host> {
     body_warned_ms: Option<u64>,
     /// The request whose callback is running (`None`: the root's tick or configuration).
     running_in: Option<u32>,
-    /// `allowed_origins` is set: responses name the request's origin.
-    names_origins: bool,
-    /// `audit_filter_state`: decisions are set as filter state.
-    audits: bool,
 }
 
 impl<H: Host> Worker<H> {
@@ -100,8 +96,6 @@ impl<H: Host> Worker<H> {
                 signatures: SignatureState::default(),
                 body_warned_ms: None,
                 running_in: None,
-                names_origins: config.allowed_origins.is_some(),
-                audits: config.audit_filter_state,
             },
             config,
         };

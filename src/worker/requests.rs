@@ -125,7 +125,7 @@ impl<H: Host> State<H> {
             Decision::Allow(allow) => {
                 self.edit_headers(config, context, &head, &allow);
                 self.counters.add(Metric::RequestsAllowed, 1);
-                self.record(context, &allow.audit, ALLOWED);
+                self.record(config, context, &allow.audit, ALLOWED);
                 self.expect_tool_lists(context, allow.tools_list, true);
                 Flow::Continue
             }
@@ -134,7 +134,7 @@ impl<H: Host> State<H> {
                 self.edit_headers(config, context, &head, &edits);
                 if end_of_stream {
                     let decision = decide_body(config, &check, &head.request(), b"");
-                    return self.apply_body_decision(context, &head, decision, true);
+                    return self.apply_body_decision(config, context, &head, decision, true);
                 }
                 let held = config.hold_headers_for_body;
                 self.await_body(config, context, check, head, held, false);
@@ -145,14 +145,19 @@ impl<H: Host> State<H> {
                 }
             }
             Decision::Respond(r) => {
-                self.respond(context, &head, r);
+                self.respond(config, context, &head, r);
                 Flow::Pause
             }
             // `settle` turned these into a hold or a decision.
             Decision::WaitForKeys { .. }
             | Decision::Introspect { .. }
             | Decision::OriginMetadata { .. } => {
-                self.respond(context, &head, response::keys_unavailable(head.origin()));
+                self.respond(
+                    config,
+                    context,
+                    &head,
+                    response::keys_unavailable(head.origin()),
+                );
                 Flow::Pause
             }
         }
@@ -418,7 +423,7 @@ impl<H: Host> State<H> {
                     let origin = wait.head.origin().map(str::to_string);
                     let head = std::mem::take(&mut wait.head);
                     let r = response::body_too_large(config, origin.as_deref());
-                    self.respond(context, &head, r);
+                    self.respond(config, context, &head, r);
                     return Flow::Pause;
                 }
                 wait.body = if ended {
@@ -446,7 +451,7 @@ impl<H: Host> State<H> {
                 } else {
                     decide_body(config, &wait.check, &wait.head.request(), &body)
                 };
-                self.apply_body_decision(context, &wait.head, decision, wait.headers_held)
+                self.apply_body_decision(config, context, &wait.head, decision, wait.headers_held)
             }
         }
     }
@@ -456,6 +461,7 @@ impl<H: Host> State<H> {
     /// headers have not gone upstream yet.
     fn apply_body_decision(
         &mut self,
+        config: &Config,
         context: u32,
         head: &RequestHead,
         decision: Decision<'_>,
@@ -465,18 +471,23 @@ impl<H: Host> State<H> {
             // The header edits were made when the headers were decided.
             Decision::Allow(allow) => {
                 self.counters.add(Metric::RequestsAllowed, 1);
-                self.record(context, &allow.audit, ALLOWED);
+                self.record(config, context, &allow.audit, ALLOWED);
                 self.expect_tool_lists(context, allow.tools_list, headers_held);
                 Flow::Continue
             }
             Decision::Respond(r) => {
-                self.respond(context, head, r);
+                self.respond(config, context, head, r);
                 Flow::Pause
             }
             // `decide_body` answers or allows; anything else would be a request it does not
             // know, which is refused rather than let through.
             _ => {
-                self.respond(context, head, response::keys_unavailable(head.origin()));
+                self.respond(
+                    config,
+                    context,
+                    head,
+                    response::keys_unavailable(head.origin()),
+                );
                 Flow::Pause
             }
         }
@@ -484,8 +495,8 @@ impl<H: Host> State<H> {
 
     /// The decision, as filter state for the access log (README, "Audit trail in the access
     /// log").
-    fn record(&self, context: u32, audit: &Audit, outcome: &str) {
-        if !self.audits {
+    fn record(&self, config: &Config, context: u32, audit: &Audit, outcome: &str) {
+        if !config.audit_filter_state {
             return;
         }
         for (name, value) in audit.fields(outcome) {
@@ -558,7 +569,7 @@ impl<H: Host> State<H> {
                         Reason::IntrospectionUnavailable,
                         wait.head.origin(),
                     );
-                    self.respond(context, &wait.head, r);
+                    self.respond(config, context, &wait.head, r);
                 }
             }
         }
@@ -594,7 +605,7 @@ impl<H: Host> State<H> {
             }
             Step::Hold { awaiting, .. } => {
                 let r = Self::unavailable(config, awaiting, wait.head.origin());
-                self.respond(context, &wait.head, r);
+                self.respond(config, context, &wait.head, r);
                 return;
             }
         };
@@ -606,11 +617,11 @@ impl<H: Host> State<H> {
             Decision::Allow(allow) => {
                 self.edit_headers(config, context, &wait.head, &allow);
                 self.counters.add(Metric::RequestsAllowed, 1);
-                self.record(context, &allow.audit, ALLOWED);
+                self.record(config, context, &allow.audit, ALLOWED);
                 self.expect_tool_lists(context, allow.tools_list, true);
                 self.host.resume(context);
             }
-            Decision::Respond(r) => self.respond(context, &wait.head, r),
+            Decision::Respond(r) => self.respond(config, context, &wait.head, r),
             Decision::ReadBody { check, edits } => {
                 self.edit_headers(config, context, &wait.head, &edits);
                 self.read_held_body(config, context, wait, check);
@@ -619,7 +630,7 @@ impl<H: Host> State<H> {
             | Decision::Introspect { .. }
             | Decision::OriginMetadata { .. } => {
                 let r = response::keys_unavailable(wait.head.origin());
-                self.respond(context, &wait.head, r);
+                self.respond(config, context, &wait.head, r);
             }
         }
     }
@@ -652,7 +663,9 @@ impl<H: Host> State<H> {
                 } else {
                     decide_body(config, &check, &wait.head.request(), &body)
                 };
-                if self.apply_body_decision(context, &wait.head, decision, true) == Flow::Continue {
+                if self.apply_body_decision(config, context, &wait.head, decision, true)
+                    == Flow::Continue
+                {
                     self.host.resume(context);
                 }
             }
@@ -685,7 +698,7 @@ impl<H: Host> State<H> {
             } else {
                 response::body_incomplete(config, wait.head.origin())
             };
-            self.respond(context, &wait.head, r);
+            self.respond(config, context, &wait.head, r);
         }
     }
 
@@ -704,12 +717,12 @@ impl<H: Host> State<H> {
     }
 
     /// Sends a response the filter makes itself, counts it, and marks the request answered.
-    fn respond(&mut self, context: u32, head: &RequestHead, mut r: Response<'_>) {
-        if let (true, Some(origin)) = (self.names_origins, head.origin()) {
+    fn respond(&mut self, config: &Config, context: u32, head: &RequestHead, mut r: Response<'_>) {
+        if let (Some(_), Some(origin)) = (&config.allowed_origins, head.origin()) {
             response::name_origin(&mut r, origin);
         }
         let audit = r.audit.take().unwrap_or_default();
-        self.record(context, &audit, r.outcome.code());
+        self.record(config, context, &audit, r.outcome.code());
         if let Outcome::Denied(reason) = r.outcome {
             log::debug!(
                 "mcp-oauth-filter: denied {} {} with {}: {}",
