@@ -49,12 +49,34 @@ impl<H: Host> State<H> {
 
     /// A chunk of the response body (`size`: what the host holds), or its end.
     pub(super) fn on_response_body(&mut self, context: u32, size: usize, end: bool) -> Flow {
+        self.rewrite_body(context, Some(size), end)
+    }
+
+    /// Trailers end the response body: a body buffered whole is rewritten now. (An event
+    /// still arriving when an event stream ends is dropped: clients discard it too.)
+    pub(super) fn on_response_trailers(&mut self, context: u32) -> Flow {
+        self.rewrite_body(context, None, true)
+    }
+
+    /// Hands what the host holds of the body to the rewrite and applies its answer. `size`:
+    /// how much it holds; `None` at the trailers, where only a body buffered whole is left
+    /// to rewrite (read then to learn its size).
+    fn rewrite_body(&mut self, context: u32, size: Option<usize>, end: bool) -> Flow {
         let Some(Pending::Listing(Listing::Responding(rewrite))) = self.pending.get_mut(context)
         else {
             return Flow::Continue;
         };
         let host = &self.host;
-        let chunk = rewrite.on_body(size, || host.response_body(context, size), end);
+        let (size, held) = match size {
+            Some(size) => (size, None),
+            None if rewrite.buffers_whole() => {
+                let held = host.response_body(context, usize::MAX);
+                (held.len(), Some(held))
+            }
+            None => return Flow::Continue,
+        };
+        let read = || held.unwrap_or_else(|| host.response_body(context, size));
+        let chunk = rewrite.on_body(size, read, end);
         self.counters
             .add(Metric::ToolsHidden, rewrite.take_hidden());
         match chunk {
@@ -65,19 +87,5 @@ impl<H: Host> State<H> {
                 Flow::Continue
             }
         }
-    }
-
-    /// Trailers end the response body: a body buffered whole is rewritten now. (An event
-    /// still arriving when an event stream ends is dropped: clients discard it too.)
-    pub(super) fn on_response_trailers(&mut self, context: u32) -> Flow {
-        let Some(Pending::Listing(Listing::Responding(rewrite))) = self.pending.get_mut(context)
-        else {
-            return Flow::Continue;
-        };
-        if !rewrite.buffers_whole() {
-            return Flow::Continue;
-        }
-        let held = self.host.response_body(context, usize::MAX);
-        self.on_response_body(context, held.len(), true)
     }
 }

@@ -1709,3 +1709,19 @@ fn an_instance_going_away_gives_up_its_fetch_lease_for_the_next_one() {
     c.on_tick();
     assert!(c.host().take_calls().is_empty(), "b's lease still stands");
 }
+
+#[test]
+fn trailers_end_a_buffered_tool_list_which_is_rewritten_then() {
+    let mut w = worker(&tools_json(true), FakeHost::new());
+    allowed_list_request(&mut w, CTX, "mcp:read");
+    w.host().response_headers(
+        CTX,
+        &[(":status", "200"), ("content-type", "application/json")],
+    );
+    w.on_response_headers(CTX, false);
+    let size = w.host().hold_response_body(CTX, LISTED.as_bytes());
+    assert_eq!(w.on_response_body(CTX, size, false), Flow::Pause);
+    assert_eq!(w.on_response_trailers(CTX), Flow::Continue);
+    let v: Value = serde_json::from_slice(&w.host().held_response_body(CTX)).unwrap();
+    assert_eq!(v["result"]["tools"].as_array().unwrap().len(), 1);
+}
