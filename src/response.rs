@@ -63,8 +63,20 @@ pub fn metadata<'c>(
     let headers = vec![
         ("content-type", "application/json".into()),
         (extra.0, extra.1.into()),
-        ("access-control-allow-origin", "*".into()),
     ];
+    metadata_answer(status, headers, body, outcome, origin)
+}
+
+/// A metadata answer (the resource's, or an authorization server's at its origin): readable
+/// from any origin, like the document itself.
+fn metadata_answer<'c>(
+    status: u16,
+    mut headers: Vec<(&'static str, Cow<'c, str>)>,
+    body: Cow<'c, str>,
+    outcome: Outcome,
+    origin: Option<&str>,
+) -> Response<'c> {
+    headers.push(("access-control-allow-origin", "*".into()));
     Response {
         status,
         headers: with_cors(headers, origin),
@@ -106,15 +118,7 @@ pub fn as_metadata<'c>(
             (405, body.into(), Outcome::MethodNotAllowed)
         }
     };
-    headers.push(("access-control-allow-origin", "*".into()));
-    Response {
-        status,
-        headers: with_cors(headers, origin),
-        body,
-        outcome,
-        denied_tools: Vec::new(),
-        audit: None,
-    }
+    metadata_answer(status, headers, body, outcome, origin)
 }
 
 /// A CORS preflight on one of our paths: 204, never a challenge (Fetch §4.8: a preflight
