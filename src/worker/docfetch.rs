@@ -7,7 +7,7 @@
 //! data; a worker takes a fetch by compare-and-swap on the record's lease, so N workers make
 //! one fetch. The bytes are stored as the authorization server sent them and served so.
 
-use super::keyfetch::{get, read_record, release_lease, update_record, write_record, Refused};
+use super::keyfetch::{get, read_record, update_record, write_record, Leases, Refused};
 use crate::config::{Config, IssuerId, KeySource};
 use crate::metrics::{Counters, Metric};
 use crate::remote::{self, FetchError, FetchPolicy, FetchState, Target, Want};
@@ -38,8 +38,7 @@ pub struct DocFetcher {
     documents: Vec<Document>,
     /// Fetches in flight: call token → document, what was asked for, when it went out.
     in_flight: HashMap<u32, (usize, Target, u64)>,
-    /// The fetch leases this worker took: document, and the `lease_until` it wrote.
-    leases: Vec<(usize, u64)>,
+    leases: Leases,
 }
 
 impl DocFetcher {
@@ -75,17 +74,13 @@ impl DocFetcher {
         DocFetcher {
             documents,
             in_flight: HashMap::new(),
-            leases: Vec::new(),
+            leases: Leases::default(),
         }
     }
 
     /// The instance is going away: its fetch leases are given up.
     pub fn release<H: Host>(&self, host: &H) {
-        for (i, until) in &self.leases {
-            if let Some(doc) = self.documents.get(*i) {
-                release_lease(host, &doc.state_key, *until);
-            }
-        }
+        self.leases.release(host);
     }
 
     pub fn is_empty(&self) -> bool {
@@ -145,8 +140,7 @@ impl DocFetcher {
             if !write_record(host, &doc.state_key, &state, cas) {
                 continue; // another worker took the lease
             }
-            self.leases.retain(|(d, _)| *d != i);
-            self.leases.push((i, state.lease_until));
+            self.leases.took(&doc.state_key, state.lease_until);
             log::debug!(
                 "mcp-oauth-filter: fetching the metadata of {:?} ({why:?})",
                 doc.name

@@ -48,8 +48,7 @@ pub struct KeyFetcher {
     in_flight: HashMap<u32, (IssuerId, Target, u64)>,
     /// Issuers an unknown `kid` asked to refetch (dispatched on the next tick).
     wanted: Vec<IssuerId>,
-    /// The fetch leases this worker took: issuer, and the `lease_until` it wrote.
-    leases: Vec<(IssuerId, u64)>,
+    leases: Leases,
 }
 
 impl KeyFetcher {
@@ -113,13 +112,9 @@ impl KeyFetcher {
         self.remotes.is_empty()
     }
 
-    /// The instance is going away: its fetch leases are given up (see [`release_lease`]).
+    /// The instance is going away: its fetch leases are given up.
     pub fn release<H: Host>(&self, host: &H) {
-        for (id, until) in &self.leases {
-            if let Some(remote) = self.remote(*id) {
-                release_lease(host, &remote.state_key, *until);
-            }
-        }
+        self.leases.release(host);
     }
 
     /// How long a request waits for `issuer`'s first key set.
@@ -206,8 +201,7 @@ impl KeyFetcher {
         if !write_state(at.host, remote, &state, cas) {
             return; // another worker took the lease
         }
-        self.leases.retain(|(id, _)| *id != remote.id);
-        self.leases.push((remote.id, state.lease_until));
+        self.leases.took(&remote.state_key, state.lease_until);
         log::debug!(
             "mcp-oauth-filter: fetching keys of {:?} ({why:?})",
             remote.issuer
@@ -343,10 +337,30 @@ pub(super) fn get<H: Host>(
 }
 
 /// The shared fetch record under `key`, and its compare-and-swap token.
+/// The fetch leases a worker took, by the shared-data key of their record, each with the
+/// `lease_until` it wrote there.
+#[derive(Debug, Default)]
+pub(super) struct Leases(Vec<(String, u64)>);
+
+impl Leases {
+    pub fn took(&mut self, key: &str, lease_until: u64) {
+        self.0.retain(|(k, _)| k != key);
+        self.0.push((key.to_string(), lease_until));
+    }
+
+    /// The instance is going away (a reconfiguration, a drain) and its calls with it: each
+    /// lease is given up, so another worker need not wait for it to run out.
+    pub fn release<H: Host>(&self, host: &H) {
+        for (key, until) in &self.0 {
+            release_lease(host, key, *until);
+        }
+    }
+}
+
 /// Gives up a fetch lease this worker took (it wrote `lease_until`), if no fetch has ended or
 /// started since: the instance is going away (a reconfiguration, a drain) and its calls with
 /// it, so another worker need not wait for the lease to run out.
-pub(super) fn release_lease<H: Host>(host: &H, key: &str, lease_until: u64) {
+fn release_lease<H: Host>(host: &H, key: &str, lease_until: u64) {
     let (Some(mut state), cas) = read_record(host, key) else {
         return;
     };
