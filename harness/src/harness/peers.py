@@ -432,7 +432,7 @@ def py_client_command(python: Path | str, url: str, flow: str, *, auth: AuthServ
                "--redirect-port", str(free_port())]
     if flow == "cc":
         assert auth is not None
-        command += ["--client-id", auth.cc_client["client_id"], "--client-secret", auth.cc_client["client_secret"],
+        command += ["--client-id", auth.cc_client["client_id"], f"--client-secret={auth.cc_client['client_secret']}",
                     "--issuer", auth.issuer]
     for name, arguments in calls:
         command += ["--call", name, json.dumps(arguments)]
@@ -448,7 +448,7 @@ def ts_client_command(url: str, flow: str, *, auth: AuthServer | None = None,
         command += ["--sdk", sdk]
     if flow == "cc":
         assert auth is not None
-        command += ["--client-id", auth.cc_client["client_id"], "--client-secret", auth.cc_client["client_secret"],
+        command += ["--client-id", auth.cc_client["client_id"], f"--client-secret={auth.cc_client['client_secret']}",
                     "--issuer", auth.issuer]
     for name, arguments in calls:
         command += ["--call", name, json.dumps(arguments)]
