@@ -75,7 +75,12 @@ impl RequestHead {
 
     fn push(&mut self, value: &[u8]) -> Span {
         let start = self.text.len() as u32;
-        self.text.push_str(&String::from_utf8_lossy(value));
+        // Header values are ASCII almost always: the checked conversion has a fast path for
+        // that, where the lossy one walks the value byte by byte.
+        match std::str::from_utf8(value) {
+            Ok(text) => self.text.push_str(text),
+            Err(_) => self.text.push_str(&String::from_utf8_lossy(value)),
+        }
         (start, self.text.len() as u32)
     }
 

@@ -4,6 +4,8 @@
 
 use crate::alg::Alg;
 use crate::config::IssuerId;
+use std::borrow::Cow;
+use std::fmt::Write;
 use std::ops::Deref;
 use std::rc::Rc;
 
@@ -84,11 +86,12 @@ impl Audit {
     /// The filter state of a decided request: its outcome (`allowed`, or the denial's
     /// reason code), then whatever of the identity and tools is known; absent values are not
     /// set. Values from a token or a body are made safe for a log line.
-    pub fn fields(&self, outcome: &str) -> Vec<(&'static str, String)> {
+    pub fn fields<'a>(&'a self, outcome: &'a str) -> Vec<(&'static str, Cow<'a, str>)> {
         let [o, sub, client, iss, scopes, tool] = AUDIT_FIELDS;
-        let mut out = vec![(o, outcome.to_string())];
+        let mut out = Vec::with_capacity(AUDIT_FIELDS.len());
+        out.push((o, Cow::Borrowed(outcome)));
         if let Some(id) = &self.identity {
-            let mut put = |name, value: Option<&str>| {
+            let mut put = |name, value: Option<&'a str>| {
                 if let Some(v) = value.filter(|v| !v.is_empty()) {
                     out.push((name, log_safe(v)));
                 }
@@ -99,7 +102,9 @@ impl Audit {
             put(scopes, Some(&id.scopes));
         }
         if !self.tools.is_empty() {
-            out.push((tool, log_safe(&self.tools.join(" "))));
+            let tools = self.tools.join(" ");
+            let safe = log_safe(&tools).into_owned();
+            out.push((tool, Cow::Owned(safe)));
         }
         out
     }
@@ -136,19 +141,19 @@ impl Deref for VerifiedToken {
 /// A value that cannot break an access-log line: control characters (line ends included) and
 /// backslashes are written as `\u00XX` escapes, so the line stays one line and the escape stays
 /// unambiguous.
-pub fn log_safe(value: &str) -> String {
+pub fn log_safe(value: &str) -> Cow<'_, str> {
     if !value.chars().any(|c| c.is_control() || c == '\\') {
-        return value.to_string();
+        return Cow::Borrowed(value);
     }
     let mut out = String::with_capacity(value.len() + 8);
     for c in value.chars() {
         if c.is_control() || c == '\\' {
-            out.push_str(&format!("\\u{:04x}", c as u32));
+            let _ = write!(out, "\\u{:04x}", c as u32);
         } else {
             out.push(c);
         }
     }
-    out
+    Cow::Owned(out)
 }
 
 #[cfg(test)]
@@ -176,8 +181,15 @@ mod tests {
             identity: Some(Rc::new(identity)),
             tools: vec!["echo".into(), "add".into()],
         };
+        let fields = |audit: &Audit, outcome: &str| -> Vec<(&str, String)> {
+            let fields = audit.fields(outcome);
+            fields
+                .into_iter()
+                .map(|(n, v)| (n, v.into_owned()))
+                .collect()
+        };
         assert_eq!(
-            audit.fields("allowed"),
+            fields(&audit, "allowed"),
             vec![
                 ("mcp_oauth.outcome", "allowed".to_string()),
                 ("mcp_oauth.subject", "alice\\u000a".to_string()),
@@ -186,7 +198,7 @@ mod tests {
             ]
         );
         assert_eq!(
-            Audit::default().fields("token_expired"),
+            fields(&Audit::default(), "token_expired"),
             vec![("mcp_oauth.outcome", "token_expired".to_string())]
         );
     }
