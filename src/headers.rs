@@ -201,6 +201,20 @@ mod tests {
     }
 
     #[test]
+    fn a_value_that_is_not_utf8_is_read_lossily_and_the_rest_exactly() {
+        let mut pairs = serialize_pairs(&[(":path", "/mcp"), ("origin", "XY"), ("mcp-name", "é")]);
+        let at = pairs.windows(2).position(|w| w == b"XY").unwrap();
+        pairs[at] = 0xff;
+        let head = RequestHead::parse(&pairs, &base(), false);
+        let req = head.request();
+        assert_eq!(req.origin, Some("\u{fffd}Y"));
+        assert_eq!(
+            (req.path, req.mcp_name.as_slice()),
+            ("/mcp", ["é"].as_slice())
+        );
+    }
+
+    #[test]
     fn a_malformed_buffer_ends_the_pairs_without_panicking() {
         let good = serialize_pairs(&[(":path", "/mcp"), ("a", "b")]);
         for cut in 0..good.len() {
