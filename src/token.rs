@@ -103,8 +103,12 @@ impl Audit {
         }
         if !self.tools.is_empty() {
             let tools = self.tools.join(" ");
-            let safe = log_safe(&tools).into_owned();
-            out.push((tool, Cow::Owned(safe)));
+            // Already joined: kept as it is unless something in it needed escaping.
+            let safe = match log_safe(&tools) {
+                Cow::Borrowed(_) => None,
+                Cow::Owned(escaped) => Some(escaped),
+            };
+            out.push((tool, Cow::Owned(safe.unwrap_or(tools))));
         }
         out
     }
