@@ -69,7 +69,7 @@ help:
 	@echo "make unit      cargo test"
 	@echo "make e2e       pytest tests/e2e against the real .wasm in a real Envoy"
 	@echo "make validate  envoy --mode validate on every Envoy config in the repo"
-	@echo "make bench-deps  wrk and h2load, for the benchmarks (and matplotlib into the venv)"
+	@echo "make bench-deps  wrk, h2load and valgrind, for the benchmarks (and matplotlib into the venv)"
 	@echo "make bench     throughput/latency/memory vs no-op wasm and jwt_authn -> bench/results.md (BENCH_ARGS=--quick)"
 	@echo "make clean     remove build output and caches (distclean: the venv too)"
 
@@ -147,6 +147,7 @@ BENCH_STAMP := $(VENV)/.bench-stamp
 bench-deps: $(BENCH_STAMP)
 	$(call apt_need,wrk,wrk)
 	$(call apt_need,h2load,nghttp2-client)
+	$(call apt_need,valgrind,valgrind)
 
 # matplotlib (the chart), for the bench only: not part of tests/requirements.txt.
 $(BENCH_STAMP): $(BENCH_REQS) $(VENV_STAMP)

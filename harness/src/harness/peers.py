@@ -105,7 +105,9 @@ class PeerProcess:
         self.process: subprocess.Popen | None = None
         self.info: dict[str, Any] = {}
 
-    def start(self, timeout: float = 30.0):
+    def start(self, timeout: float = 90.0):
+        # Generous: a node peer on a loaded 2-core CI machine has taken over 30 s to listen,
+        # and a peer that never gets ready fails the same way, only later.
         self.process = processes.spawn(self.command, log=self.log_path, stdout=subprocess.PIPE, cwd=self.cwd,
                                        env=self.env)
         _RUNNING.add(self)

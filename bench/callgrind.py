@@ -1,0 +1,140 @@
+#!/usr/bin/env python3
+"""Instructions per request, counted by callgrind: a deterministic A/B for the per-request path.
+
+wrk's A/B (bench/ab.py) is noisy to about ±5 µs on a shared machine; this counts every
+instruction Envoy executes (its own, V8's and the filter's jitted code) for a fixed number of
+requests, repeatable to about 0.3 %. Envoy runs under `valgrind --tool=callgrind` with one
+worker and one listener per variant: the untrimmed no-op (`noop`, the floor `make bench`
+compares against) and up to three builds of ours, each with the bench's plugin configuration.
+Every listener first gets WARMUP requests on one keep-alive connection (V8 compiles lazily),
+then, per listener, the counters are zeroed, REQUESTS requests sent and the counters dumped:
+
+    .venv/bin/python bench/callgrind.py hot before=/tmp/before.wasm \\
+        after=target/wasm32-wasip1/release/mcp_oauth_filter.wasm after_noaudit=target/...wasm,noaudit
+
+A `,noaudit` suffix runs that build with `audit_filter_state: false`. The ratio printed is the
+floor's instructions per request over the variant's: about what `make bench` reports as the
+CPU ratio (wall-clock throughput ratios come out a little higher, Envoy's I/O is not counted).
+Keep to four listeners in all: with more, callgrind attributed the later ones' work wrongly.
+Needs valgrind (`make bench-deps`) and the no-op built (`make bench` builds it, or
+`cargo build --release --target wasm32-wasip1 --manifest-path bench/noop/Cargo.toml`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import http.client
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from harness import Envoy
+from harness import tokens as tk
+from harness.envoy import find_envoy_binary, wasm_filter
+from load import claims
+from variants import METADATA_PATH, NOOP_WASM, PROTECTED_PATH, bench_listener, bootstrap_of, plugin_config
+
+SCENARIOS = {"hot": (PROTECTED_PATH, 200), "noauth": (PROTECTED_PATH, 401), "metadata": (METADATA_PATH, 200)}
+FLOOR = "noop"
+MAX_VARIANTS = 3
+
+
+def variant(text: str) -> tuple[str, Path, bool]:
+    name, sep, rest = text.partition("=")
+    path, _, flag = rest.partition(",")
+    if not sep or not name.isidentifier() or name == FLOOR or flag not in ("", "noaudit"):
+        raise argparse.ArgumentTypeError(f"expected NAME=PATH.wasm[,noaudit] (NAME a word, not {FLOOR}), got {text!r}")
+    if not Path(path).is_file():
+        raise argparse.ArgumentTypeError(f"no such file: {path}")
+    return name, Path(path), flag == "noaudit"
+
+
+def send(conn: http.client.HTTPConnection, path: str, token: str | None, expected: int, count: int) -> None:
+    headers = {"authorization": f"Bearer {token}"} if token else {}
+    for _ in range(count):
+        conn.request("GET", path, headers=headers)
+        response = conn.getresponse()
+        response.read()
+        if response.status != expected:
+            raise SystemExit(f"GET {path}: {response.status}, expected {expected}")
+
+
+def dump_total(pid: int, out_dir: Path, before: set[Path]) -> int:
+    """Dumps callgrind's counters and returns the instructions counted since the last zeroing."""
+    subprocess.run(["callgrind_control", "-d", str(pid)], check=True, capture_output=True)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        for dump in sorted(set(out_dir.glob(f"out.{pid}*")) - before, key=lambda p: p.stat().st_mtime):
+            text = dump.read_text(errors="replace")
+            match = re.search(r"^summary:\s+(\d+)", text, re.M)
+            if match:
+                before.add(dump)
+                return int(match.group(1))
+        time.sleep(0.2)
+    raise SystemExit("callgrind wrote no dump within 60 s")
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("scenario", choices=sorted(SCENARIOS))
+    ap.add_argument("variants", nargs="+", type=variant, metavar="NAME=PATH.wasm[,noaudit]")
+    ap.add_argument("--requests", type=int, default=2000, help="measured requests per listener (default 2000)")
+    ap.add_argument("--warmup", type=int, default=3000, help="requests per listener before measuring (default 3000)")
+    args = ap.parse_args()
+    if len(args.variants) > MAX_VARIANTS:
+        ap.error(f"at most {MAX_VARIANTS} variants (four listeners with the floor)")
+    for tool in ("valgrind", "callgrind_control"):
+        if not shutil.which(tool):
+            print(f"{tool} missing: make bench-deps", file=sys.stderr)
+            return 1
+    if not NOOP_WASM.exists():
+        print(f"missing {NOOP_WASM}: build bench/noop first", file=sys.stderr)
+        return 1
+    path, expected = SCENARIOS[args.scenario]
+    token = tk.mint(claims(0, "hot"), key="rsa-a") if args.scenario == "hot" else None
+    jwks = tk.fixture_jwks()
+    listeners = [bench_listener(FLOOR, [wasm_filter("", name="bench_noop", wasm_path=NOOP_WASM)])]
+    for name, wasm, noaudit in args.variants:
+        config = {**plugin_config(jwks), **({"audit_filter_state": False} if noaudit else {})}
+        listeners.append(bench_listener(name, [wasm_filter(config, name=f"cg_{name}", wasm_path=wasm)]))
+    names = [FLOOR] + [name for name, _, _ in args.variants]
+
+    with tempfile.TemporaryDirectory(prefix="callgrind-") as tmp:
+        out_dir = Path(tmp)
+        wrapper = out_dir / "envoy-under-callgrind"
+        wrapper.write_text(
+            "#!/bin/sh\nexec valgrind --tool=callgrind --collect-atstart=yes --smc-check=all-non-file "
+            f"--callgrind-out-file={out_dir}/out.%p {find_envoy_binary()} \"$@\"\n")
+        wrapper.chmod(0o755)
+        envoy = Envoy(bootstrap=bootstrap_of(listeners), concurrency=1, log_level="warning", binary=str(wrapper))
+        envoy.start(timeout=600, attempts=1)
+        try:
+            assert envoy.process is not None
+            pid = envoy.process.pid
+            conns = {n: http.client.HTTPConnection("127.0.0.1", envoy.ports[n], timeout=120) for n in names}
+            for n in names:
+                print(f"{n}: warming up ({args.warmup} requests)", flush=True)
+                send(conns[n], path, token, expected, args.warmup)
+            seen: set[Path] = set()
+            per_request = {}
+            for n in names:
+                subprocess.run(["callgrind_control", "-z", str(pid)], check=True, capture_output=True)
+                send(conns[n], path, token, expected, args.requests)
+                per_request[n] = dump_total(pid, out_dir, seen) / args.requests
+            for conn in conns.values():
+                conn.close()
+        finally:
+            envoy.stop()
+    floor = per_request[FLOOR]
+    print(f"\n{args.scenario}: instructions per request (callgrind, {args.requests} requests, one worker)")
+    for n in names:
+        print(f"  {n:<16} {per_request[n]:>10.0f}  +{per_request[n] - floor:>8.0f}  floor/this {floor / per_request[n]:.3f}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
