@@ -5,7 +5,9 @@ wrk's A/B (bench/ab.py) is noisy to about ±5 µs on a shared machine; this coun
 instruction Envoy executes (its own, V8's and the filter's jitted code) for a fixed number of
 requests, repeatable to about 0.3 %. Envoy runs under `valgrind --tool=callgrind` with one
 worker and one listener per variant: the untrimmed no-op (`noop`, the floor `make bench`
-compares against) and up to three builds of ours, each with the bench's plugin configuration.
+compares against), in `noauth` and `metadata` also the local-reply floor (`reply`, see
+bench/variants.py: the least any filter that answers itself costs), and up to three builds of
+ours (two with `reply`), each with the bench's plugin configuration.
 Every listener first gets WARMUP requests on one keep-alive connection (V8 compiles lazily),
 then, per listener, the counters are zeroed, REQUESTS requests sent and the counters dumped:
 
@@ -14,7 +16,7 @@ then, per listener, the counters are zeroed, REQUESTS requests sent and the coun
 
 A `,noaudit` suffix runs that build with `audit_filter_state: false`. The ratio printed is the
 floor's instructions per request over the variant's: about what `make bench` reports as the
-CPU ratio (wall-clock throughput ratios come out a little higher, Envoy's I/O is not counted).
+CPU ratio (wall-clock throughput ratios come out a little higher: kernel time is not counted).
 Keep to four listeners in all: with more, callgrind attributed the later ones' work wrongly.
 Needs valgrind (`make bench-deps`) and the no-op built (`make bench` builds it, or
 `cargo build --release --target wasm32-wasip1 --manifest-path bench/noop/Cargo.toml`).
@@ -36,18 +38,22 @@ from harness import Envoy
 from harness import tokens as tk
 from harness.envoy import find_envoy_binary, wasm_filter
 from load import claims
-from variants import METADATA_PATH, NOOP_WASM, PROTECTED_PATH, bench_listener, bootstrap_of, plugin_config
+from variants import (METADATA_PATH, NOOP_TRIM_WASM, NOOP_WASM, PROTECTED_PATH, bench_listener, bootstrap_of,
+                      plugin_config, reply_rules, trim_noop)
 
+# scenario -> path, what ours answers (the no-op always answers 200 "ok").
 SCENARIOS = {"hot": (PROTECTED_PATH, 200), "noauth": (PROTECTED_PATH, 401), "metadata": (METADATA_PATH, 200)}
 FLOOR = "noop"
-MAX_VARIANTS = 3
+REPLY = "reply"  # the local-reply floor (bench/variants.py), where ours answers itself
+MAX_LISTENERS = 4
 
 
 def variant(text: str) -> tuple[str, Path, bool]:
     name, sep, rest = text.partition("=")
     path, _, flag = rest.partition(",")
-    if not sep or not name.isidentifier() or name == FLOOR or flag not in ("", "noaudit"):
-        raise argparse.ArgumentTypeError(f"expected NAME=PATH.wasm[,noaudit] (NAME a word, not {FLOOR}), got {text!r}")
+    if not sep or not name.isidentifier() or name in (FLOOR, REPLY) or flag not in ("", "noaudit"):
+        raise argparse.ArgumentTypeError(
+            f"expected NAME=PATH.wasm[,noaudit] (NAME a word, not {FLOOR} or {REPLY}), got {text!r}")
     if not Path(path).is_file():
         raise argparse.ArgumentTypeError(f"no such file: {path}")
     return name, Path(path), flag == "noaudit"
@@ -85,8 +91,10 @@ def main() -> int:
     ap.add_argument("--requests", type=int, default=2000, help="measured requests per listener (default 2000)")
     ap.add_argument("--warmup", type=int, default=3000, help="requests per listener before measuring (default 3000)")
     args = ap.parse_args()
-    if len(args.variants) > MAX_VARIANTS:
-        ap.error(f"at most {MAX_VARIANTS} variants (four listeners with the floor)")
+    floors = [FLOOR] + ([REPLY] if args.scenario != "hot" else [])
+    if len(floors) + len(args.variants) > MAX_LISTENERS:
+        ap.error(f"at most {MAX_LISTENERS - len(floors)} variants in {args.scenario} "
+                 f"({MAX_LISTENERS} listeners with {' and '.join(floors)})")
     for tool in ("valgrind", "callgrind_control"):
         if not shutil.which(tool):
             print(f"{tool} missing: make bench-deps", file=sys.stderr)
@@ -98,10 +106,14 @@ def main() -> int:
     token = tk.mint(claims(0, "hot"), key="rsa-a") if args.scenario == "hot" else None
     jwks = tk.fixture_jwks()
     listeners = [bench_listener(FLOOR, [wasm_filter("", name="bench_noop", wasm_path=NOOP_WASM)])]
+    if REPLY in floors:
+        trim_noop()
+        listeners.append(bench_listener(REPLY, [wasm_filter(reply_rules(), name="bench_reply", wasm_path=NOOP_TRIM_WASM)]))
     for name, wasm, noaudit in args.variants:
         config = {**plugin_config(jwks), **({"audit_filter_state": False} if noaudit else {})}
         listeners.append(bench_listener(name, [wasm_filter(config, name=f"cg_{name}", wasm_path=wasm)]))
-    names = [FLOOR] + [name for name, _, _ in args.variants]
+    names = floors + [name for name, _, _ in args.variants]
+    expect = {n: 200 if n == FLOOR else expected for n in names}
 
     with tempfile.TemporaryDirectory(prefix="callgrind-") as tmp:
         out_dir = Path(tmp)
@@ -118,12 +130,12 @@ def main() -> int:
             conns = {n: http.client.HTTPConnection("127.0.0.1", envoy.ports[n], timeout=120) for n in names}
             for n in names:
                 print(f"{n}: warming up ({args.warmup} requests)", flush=True)
-                send(conns[n], path, token, expected, args.warmup)
+                send(conns[n], path, token, expect[n], args.warmup)
             seen: set[Path] = set()
             per_request = {}
             for n in names:
                 subprocess.run(["callgrind_control", "-z", str(pid)], check=True, capture_output=True)
-                send(conns[n], path, token, expected, args.requests)
+                send(conns[n], path, token, expect[n], args.requests)
                 per_request[n] = dump_total(pid, out_dir, seen) / args.requests
             for conn in conns.values():
                 conn.close()
