@@ -103,12 +103,13 @@ impl Audit {
         }
         if !self.tools.is_empty() {
             let tools = self.tools.join(" ");
-            // Already joined: kept as it is unless something in it needed escaping.
-            let safe = match log_safe(&tools) {
-                Cow::Borrowed(_) => None,
-                Cow::Owned(escaped) => Some(escaped),
+            // Already joined: kept as it is unless something in it needs escaping.
+            let safe = if tools.chars().any(escaped) {
+                log_safe(&tools).into_owned()
+            } else {
+                tools
             };
-            out.push((tool, Cow::Owned(safe.unwrap_or(tools))));
+            out.push((tool, Cow::Owned(safe)));
         }
         out
     }
@@ -146,18 +147,23 @@ impl Deref for VerifiedToken {
 /// backslashes are written as `\u00XX` escapes, so the line stays one line and the escape stays
 /// unambiguous.
 pub fn log_safe(value: &str) -> Cow<'_, str> {
-    if !value.chars().any(|c| c.is_control() || c == '\\') {
+    if !value.chars().any(escaped) {
         return Cow::Borrowed(value);
     }
     let mut out = String::with_capacity(value.len() + 8);
     for c in value.chars() {
-        if c.is_control() || c == '\\' {
+        if escaped(c) {
             let _ = write!(out, "\\u{:04x}", c as u32);
         } else {
             out.push(c);
         }
     }
     Cow::Owned(out)
+}
+
+/// What [`log_safe`] writes as an escape.
+fn escaped(c: char) -> bool {
+    c.is_control() || c == '\\'
 }
 
 #[cfg(test)]
@@ -186,11 +192,8 @@ mod tests {
             tools: vec!["echo".into(), "add".into()],
         };
         let fields = |audit: &Audit, outcome: &str| -> Vec<(&str, String)> {
-            let fields = audit.fields(outcome);
-            fields
-                .into_iter()
-                .map(|(n, v)| (n, v.into_owned()))
-                .collect()
+            let owned = |(n, v): (&'static str, Cow<str>)| (n, v.into_owned());
+            audit.fields(outcome).into_iter().map(owned).collect()
         };
         assert_eq!(
             fields(&audit, "allowed"),
