@@ -27,13 +27,12 @@ import os
 import shutil
 import statistics
 import sys
-from pathlib import Path
 
 from harness import tokens as tk
 from harness.envoy import wasm_filter
 from load import Pool, claims, run_wrk, token_pool
-from variants import (CACHE, METADATA_PATH, NOOP_TRIM_WASM, NOOP_WASM, PROTECTED_PATH, bench_listener, bootstrap_of,
-                      plugin_config, probe, reply_rules, start_envoy, trim_noop)
+from variants import (CACHE, METADATA_PATH, NOOP_WASM, PROTECTED_PATH, bench_listener, bootstrap_of, build_arg,
+                      plugin_config, probe, start_envoy, trim_noop, variant_filters)
 
 SCENARIOS = {
     "hot": PROTECTED_PATH,
@@ -47,19 +46,10 @@ FLOOR = "noop_trim"
 REPLY = "reply"
 
 
-def variant(text: str) -> tuple[str, Path]:
-    name, sep, path = text.partition("=")
-    if not sep or not name.isidentifier() or name in (FLOOR, REPLY):
-        raise argparse.ArgumentTypeError(f"expected NAME=PATH.wasm (NAME a word, not {FLOOR} or {REPLY}), got {text!r}")
-    if not Path(path).is_file():
-        raise argparse.ArgumentTypeError(f"no such file: {path}")
-    return name, Path(path)
-
-
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("scenario", choices=sorted(SCENARIOS))
-    ap.add_argument("variants", nargs="+", type=variant, metavar="NAME=PATH.wasm")
+    ap.add_argument("variants", nargs="+", type=build_arg((FLOOR, REPLY)), metavar="NAME=PATH.wasm")
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--duration", type=int, default=2, help="seconds per wrk run")
     ap.add_argument("--key", default="rsa-a", choices=sorted(tk.DEFAULT_ALG),
@@ -72,13 +62,11 @@ def main() -> int:
         print("wrk missing: make bench-deps", file=sys.stderr)
         return 1
     trim_noop()
-    wasms = dict(args.variants)
+    wasms = {name: path for name, path, _ in args.variants}
     config = plugin_config(tk.fixture_jwks())
     # Where ours answers itself, the local-reply floor (bench.py's `reply`) is measured too.
     names = [FLOOR, *([REPLY] if args.scenario in ("noauth", "metadata") else []), *wasms]
-    listeners = [bench_listener(FLOOR, [wasm_filter("", name="bench_noop_trim", wasm_path=NOOP_TRIM_WASM)])]
-    if REPLY in names:
-        listeners.append(bench_listener(REPLY, [wasm_filter(reply_rules(), name="bench_reply", wasm_path=NOOP_TRIM_WASM)]))
+    listeners = [bench_listener(n, variant_filters(n)) for n in names if n in (FLOOR, REPLY)]
     listeners += [bench_listener(n, [wasm_filter(config, name=f"ab_{n}", wasm_path=p)]) for n, p in wasms.items()]
     path = SCENARIOS[args.scenario]
     pools: dict[str, Pool | None] = dict.fromkeys(names)

@@ -38,25 +38,14 @@ from harness import Envoy
 from harness import tokens as tk
 from harness.envoy import find_envoy_binary, wasm_filter
 from load import claims
-from variants import (METADATA_PATH, NOOP_TRIM_WASM, NOOP_WASM, PROTECTED_PATH, bench_listener, bootstrap_of,
-                      plugin_config, reply_rules, trim_noop)
+from variants import (METADATA_PATH, NOOP_WASM, PROTECTED_PATH, bench_listener, bootstrap_of, build_arg,
+                      plugin_config, trim_noop, variant_filters)
 
 # scenario -> path, what ours answers (the no-op always answers 200 "ok").
 SCENARIOS = {"hot": (PROTECTED_PATH, 200), "noauth": (PROTECTED_PATH, 401), "metadata": (METADATA_PATH, 200)}
 FLOOR = "noop"
 REPLY = "reply"  # the local-reply floor (bench/variants.py), where ours answers itself
 MAX_LISTENERS = 4
-
-
-def variant(text: str) -> tuple[str, Path, bool]:
-    name, sep, rest = text.partition("=")
-    path, _, flag = rest.partition(",")
-    if not sep or not name.isidentifier() or name in (FLOOR, REPLY) or flag not in ("", "noaudit"):
-        raise argparse.ArgumentTypeError(
-            f"expected NAME=PATH.wasm[,noaudit] (NAME a word, not {FLOOR} or {REPLY}), got {text!r}")
-    if not Path(path).is_file():
-        raise argparse.ArgumentTypeError(f"no such file: {path}")
-    return name, Path(path), flag == "noaudit"
 
 
 def send(conn: http.client.HTTPConnection, path: str, token: str | None, expected: int, count: int) -> None:
@@ -87,7 +76,8 @@ def dump_total(pid: int, out_dir: Path, before: set[Path]) -> int:
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("scenario", choices=sorted(SCENARIOS))
-    ap.add_argument("variants", nargs="+", type=variant, metavar="NAME=PATH.wasm[,noaudit]")
+    ap.add_argument("variants", nargs="+", type=build_arg((FLOOR, REPLY), ("noaudit",)),
+                    metavar="NAME=PATH.wasm[,noaudit]")
     ap.add_argument("--requests", type=int, default=2000, help="measured requests per listener (default 2000)")
     ap.add_argument("--warmup", type=int, default=3000, help="requests per listener before measuring (default 3000)")
     args = ap.parse_args()
@@ -105,12 +95,11 @@ def main() -> int:
     path, expected = SCENARIOS[args.scenario]
     token = tk.mint(claims(0, "hot"), key="rsa-a") if args.scenario == "hot" else None
     jwks = tk.fixture_jwks()
-    listeners = [bench_listener(FLOOR, [wasm_filter("", name="bench_noop", wasm_path=NOOP_WASM)])]
     if REPLY in floors:
-        trim_noop()
-        listeners.append(bench_listener(REPLY, [wasm_filter(reply_rules(), name="bench_reply", wasm_path=NOOP_TRIM_WASM)]))
-    for name, wasm, noaudit in args.variants:
-        config = {**plugin_config(jwks), **({"audit_filter_state": False} if noaudit else {})}
+        trim_noop()  # the local-reply floor runs on the trimmed no-op
+    listeners = [bench_listener(n, variant_filters(n)) for n in floors]
+    for name, wasm, flag in args.variants:
+        config = {**plugin_config(jwks), **({"audit_filter_state": False} if flag == "noaudit" else {})}
         listeners.append(bench_listener(name, [wasm_filter(config, name=f"cg_{name}", wasm_path=wasm)]))
     names = floors + [name for name, _, _ in args.variants]
     expect = {n: 200 if n == FLOOR else expected for n in names}

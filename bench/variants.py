@@ -13,9 +13,11 @@ hot token, `filter_tools_list` on / off; their route answers that `tools/list` r
 """
 from __future__ import annotations
 
+import argparse
 import base64
 import json
 from pathlib import Path
+from typing import Callable
 
 from harness import Client, Envoy, tokens
 from harness.envoy import direct_response_route, listener, socket_address, wasm_filter
@@ -237,6 +239,25 @@ def _jwt_filter(jwks: dict, cached: bool) -> dict:
             "rules": [{"match": {"prefix": "/"}, "requires": {"provider_name": "bench"}}],
         },
     }
+
+
+def build_arg(reserved: tuple[str, ...], flags: tuple[str, ...] = ()) -> Callable[[str], tuple[str, Path, str]]:
+    """An argparse `type` for a build of ours on its own listener (bench/ab.py, bench/callgrind.py):
+    `NAME=PATH.wasm`, or `NAME=PATH.wasm,FLAG` with FLAG one of `flags`; NAME a word not in
+    `reserved` (the floors' listeners). Gives (NAME, PATH, FLAG or "")."""
+    shape = "NAME=PATH.wasm" + (f"[,{'|'.join(flags)}]" if flags else "")
+
+    def parse(text: str) -> tuple[str, Path, str]:
+        name, sep, rest = text.partition("=")
+        path, comma, flag = rest.partition(",")
+        if not sep or not name.isidentifier() or name in reserved or (comma and flag not in flags):
+            raise argparse.ArgumentTypeError(
+                f"expected {shape} (NAME a word, not {' or '.join(reserved)}), got {text!r}")
+        if not Path(path).is_file():
+            raise argparse.ArgumentTypeError(f"no such file: {path}")
+        return name, Path(path), flag
+
+    return parse
 
 
 def variant_filters(variant: str) -> list[dict]:
