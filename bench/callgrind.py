@@ -38,11 +38,11 @@ from harness import Envoy
 from harness import tokens as tk
 from harness.envoy import find_envoy_binary, wasm_filter
 from load import claims
-from variants import (METADATA_PATH, NOOP_WASM, PROTECTED_PATH, bench_listener, bootstrap_of, build_arg,
+from variants import (NOOP_WASM, SCENARIOS, bench_listener, bootstrap_of, build_arg,
                       plugin_config, trim_noop, variant_filters)
 
-# scenario -> path, what ours answers (the no-op always answers 200 "ok").
-SCENARIOS = {"hot": (PROTECTED_PATH, 200), "noauth": (PROTECTED_PATH, 401), "metadata": (METADATA_PATH, 200)}
+# The make bench scenarios this counts (variants.SCENARIOS: path, expected status per variant).
+COUNTED = ("hot", "noauth", "metadata")
 FLOOR = "noop"
 REPLY = "reply"  # the local-reply floor (bench/variants.py), where ours answers itself
 MAX_LISTENERS = 4
@@ -58,16 +58,17 @@ def send(conn: http.client.HTTPConnection, path: str, token: str | None, expecte
             raise SystemExit(f"GET {path}: {response.status}, expected {expected}")
 
 
-def dump_total(pid: int, out_dir: Path, before: set[Path]) -> int:
-    """Dumps callgrind's counters and returns the instructions counted since the last zeroing."""
+def dump_total(pid: int, out_dir: Path, seen: set[Path]) -> int:
+    """Dumps callgrind's counters and returns the instructions counted since the last zeroing
+    (from the first dump not in `seen`, which it joins)."""
     subprocess.run(["callgrind_control", "-d", str(pid)], check=True, capture_output=True)
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
-        for dump in sorted(set(out_dir.glob(f"out.{pid}*")) - before, key=lambda p: p.stat().st_mtime):
+        for dump in sorted(set(out_dir.glob(f"out.{pid}*")) - seen, key=lambda p: p.stat().st_mtime):
             text = dump.read_text(errors="replace")
             match = re.search(r"^summary:\s+(\d+)", text, re.M)
             if match:
-                before.add(dump)
+                seen.add(dump)
                 return int(match.group(1))
         time.sleep(0.2)
     raise SystemExit("callgrind wrote no dump within 60 s")
@@ -75,7 +76,7 @@ def dump_total(pid: int, out_dir: Path, before: set[Path]) -> int:
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("scenario", choices=sorted(SCENARIOS))
+    ap.add_argument("scenario", choices=COUNTED)
     ap.add_argument("variants", nargs="+", type=build_arg((FLOOR, REPLY), ("noaudit",)),
                     metavar="NAME=PATH.wasm[,noaudit]")
     ap.add_argument("--requests", type=int, default=2000, help="measured requests per listener (default 2000)")
@@ -92,7 +93,7 @@ def main() -> int:
     if not NOOP_WASM.exists():
         print(f"missing {NOOP_WASM}: build bench/noop first", file=sys.stderr)
         return 1
-    path, expected = SCENARIOS[args.scenario]
+    _, _, path, statuses = SCENARIOS[args.scenario]
     token = tk.mint(claims(0, "hot"), key="rsa-a") if args.scenario == "hot" else None
     jwks = tk.fixture_jwks()
     if REPLY in floors:
@@ -102,7 +103,7 @@ def main() -> int:
         config = {**plugin_config(jwks), **({"audit_filter_state": False} if flag == "noaudit" else {})}
         listeners.append(bench_listener(name, [wasm_filter(config, name=f"cg_{name}", wasm_path=wasm)]))
     names = floors + [name for name, _, _ in args.variants]
-    expect = {n: 200 if n == FLOOR else expected for n in names}
+    expect = {n: statuses[n if n in floors else "ours"] for n in names}
 
     with tempfile.TemporaryDirectory(prefix="callgrind-") as tmp:
         out_dir = Path(tmp)
