@@ -9,9 +9,7 @@ use crate::config::tests::base_json;
 use crate::headers::serialize_pairs;
 use crate::keys::tests::fixture;
 use crate::verify::tests::{good_claims, token};
-use proptest::prelude::*;
 use serde_json::{json, Value};
-use std::collections::BTreeMap;
 
 mod bodies;
 mod introspection;

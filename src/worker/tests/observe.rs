@@ -1,6 +1,7 @@
 //! What operators see: counters batched to the tick, and the audit trail in filter state.
 
 use super::*;
+use std::collections::BTreeMap;
 
 #[test]
 fn counts_in_memory_and_hands_the_counts_to_the_host_on_the_tick() {

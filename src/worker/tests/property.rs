@@ -1,6 +1,7 @@
 //! Property: nothing held is released except by its decision.
 
 use super::*;
+use proptest::prelude::*;
 
 /// What one request carries.
 #[derive(Debug, Clone, Copy)]
